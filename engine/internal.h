@@ -86,4 +86,19 @@ void sl__pipeline_error(sl_pipeline *p, unsigned line, unsigned col,
  * queue); printed by sl_stage_def_print_help. */
 extern const sl_param_def sl__common_params[];
 
+/* Parameter tables (params.c), shared by registry.c and pipefile.c. */
+/* Appends s[0..n) to a message, control bytes escaped, long text cut. */
+void sl__msg_quote(sl__buf *b, const char *s, size_t n);
+const char *sl__param_type_name(sl_param_type t);
+/* Parses `text` into `field` per pd. Strings are copied into *owned. On
+ * error *why is a malloc'd message and *hint a static hint (or NULL). */
+int sl__param_parse(const sl_param_def *pd, const char *text, void *field,
+                    char **owned, char **why, const char **hint);
+/* @return 0 when the table is well formed and its defaults parse. */
+int sl__param_table_check(const sl_param_def *tab, size_t params_size);
+/* Appends the allowed values of pd ("1..100", "a|b", "-"). */
+void sl__param_allowed(const sl_param_def *pd, sl__buf *b);
+/* Stage names and parameter names: [a-z0-9._-], 1..64 bytes. */
+bool sl__name_valid(const char *name);
+
 #endif /* SLUICE_INTERNAL_H */

@@ -1,1 +1,105 @@
-/* placeholder: being written */
+/*
+ * plan.c -- how a checked pipeline will run: workers and queue capacity per
+ * stage (shared with run.c so the plan and the run agree) and the worst-case
+ * payload memory printed by `sluice plan`.
+ *
+ * The bound: every payload lives in the arena. Sources wait when the budget
+ * is spent; stages downstream may overdraw it by their outputs in flight (see
+ * run.c), up to a hard limit of twice the budget. When every stage declares
+ * its item size, the queues and in-flight batches give a tighter bound:
+ * sum over queues of capacity x item size, plus per stage the batch it holds.
+ */
+#include "run_internal.h"
+
+#include <string.h>
+
+unsigned sl__stage_workers(const sl_stage *st, unsigned threads) {
+  const sl_stage_def *d = st->def;
+  if ((d->flags & SL_STAGE_SOURCE) || d->exec == SL_EXEC_SERIAL) return 1;
+  if (d->exec == SL_EXEC_IO) return st->workers ? st->workers : SL__DEFAULT_IO_WORKERS;
+  unsigned w = st->workers ? st->workers : threads;
+  return w < threads ? w : threads;
+}
+
+size_t sl__stage_queue(const sl_stage *st, const sl_run_options *opt) {
+  if (st->queue) return st->queue;
+  return opt && opt->queue_capacity ? opt->queue_capacity : SL__DEFAULT_QUEUE;
+}
+
+static void fmt_size(char *buf, size_t n, uint64_t b) {
+  const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = (double)b;
+  int i = 0;
+  while (v >= 1024 && i < 4) {
+    v /= 1024;
+    i++;
+  }
+  snprintf(buf, n, i ? "%.1f %s" : "%.0f %s", v, u[i]);
+}
+
+/* Bytes per output item of stage i, following SAME kinds upstream; 0 when
+ * unknown. */
+static uint64_t out_item_bytes(sl_pipeline *p, size_t i) {
+  for (;;) {
+    const sl_stage *st = p->stages[i];
+    if (st->def->item_bytes) return st->def->item_bytes(st);
+    if (st->def->out_kind != SL_KIND_SAME || i == 0) return 0;
+    i--;
+  }
+}
+
+/* Items a stage holds in hand besides its queues. */
+static unsigned in_hand(const sl_stage *st, unsigned workers) {
+  if (st->def->flags & SL_STAGE_SOURCE) return SL__BATCH_MAX;
+  if (st->def->exec == SL_EXEC_IO) return workers;
+  return SL__BATCH_MAX;
+}
+
+int sl_pipeline_plan(sl_pipeline *p, const sl_run_options *opt, FILE *out) {
+  if (sl_pipeline_check(p) < 0) return SL_EPARSE;
+  sl_run_options defaults;
+  if (!opt) {
+    sl_run_options_init(&defaults);
+    opt = &defaults;
+  }
+  unsigned threads = opt->threads ? opt->threads : sl_cores_default();
+  uint64_t budget = opt->memory_bytes ? opt->memory_bytes : SL__DEFAULT_MEMORY;
+  fprintf(out, "pipeline %s: %zu stages, %u threads\n",
+          p->filename ? p->filename : "<api>", p->n, threads);
+  fprintf(out, "  %-3s %-16s %-6s %-7s %-7s %-7s %-8s %s\n", "#", "stage",
+          "class", "workers", "input", "output", "order", "queue");
+  uint64_t queued = 0, hand = 0;
+  bool known = true;
+  for (size_t i = 0; i < p->n; i++) {
+    const sl_stage *st = p->stages[i];
+    unsigned w = sl__stage_workers(st, threads);
+    bool last = i + 1 == p->n;
+    char q[24];
+    if (last) snprintf(q, sizeof q, "-");
+    else snprintf(q, sizeof q, "%zu", sl__stage_queue(st, opt));
+    fprintf(out, "  %-3zu %-16s %-6s %-7u %-7s %-7s %-8s %s\n", i + 1,
+            st->def->name, sl_exec_class_name(st->def->exec), w,
+            st->in_kind == SL_KIND_NONE ? "-" : sl_kind_name(st->in_kind),
+            st->out_kind == SL_KIND_NONE ? "-" : sl_kind_name(st->out_kind),
+            st->order == SL__ORDER_ANY ? "any" : "source", q);
+    if (last) continue;
+    uint64_t ib = out_item_bytes(p, i);
+    if (!ib && st->out_kind != SL_KIND_NONE) known = false;
+    queued += (uint64_t)sl__stage_queue(st, opt) * ib;
+    hand += (uint64_t)in_hand(st, w) * ib;
+  }
+  uint64_t hard = 2 * budget, bound = known && queued + hand < hard ? queued + hand : hard;
+  char b1[24], b2[24], b3[24], b4[24];
+  fmt_size(b1, sizeof b1, budget);
+  fmt_size(b2, sizeof b2, bound);
+  fmt_size(b3, sizeof b3, queued);
+  fmt_size(b4, sizeof b4, hand);
+  fprintf(out, "memory: arena budget %s (--memory)\n", b1);
+  if (known)
+    fprintf(out, "worst case: %s of payload (queues %s + in flight %s, capped at twice the budget)\n",
+            b2, b3, b4);
+  else
+    fprintf(out, "worst case: %s of payload (item sizes not known before running: twice the budget)\n",
+            b2);
+  return 0;
+}

@@ -428,6 +428,14 @@ SL_API int sl_worker_emit(sl_worker *w, sl_item *item);
 /* Sources: number of items expected, for progress and ETA (0 unknown). */
 SL_API void sl_worker_set_total(sl_worker *w, uint64_t total);
 
+/* Brackets a blocking call (sleep, wait, slow device) inside a cpu or
+ * serial stage: the worker gives its core token back for the duration, so a
+ * sleeping thread does not keep other stages off the cores. begin/end must
+ * pair on the same thread; end may wait for a token. No-ops in io stages
+ * (which hold no token). */
+SL_API void sl_worker_blocking_begin(sl_worker *w);
+SL_API void sl_worker_blocking_end(sl_worker *w);
+
 /* Intra-item parallel-for under the core budget: splits [0, n) into ranges
  * of at least `grain` indices and calls body(arg, begin, end) on up to as
  * many OpenMP threads as the budget has free right now (at least the
@@ -477,6 +485,12 @@ SL_API void sl_arena_destroy(sl_arena *a);
 SL_API int sl_arena_alloc(sl_arena *a, size_t size, sl_block **out);
 /* As sl_arena_alloc but @return SL_EAGAIN instead of waiting. */
 SL_API int sl_arena_try_alloc(sl_arena *a, size_t size, sl_block **out);
+/* As sl_arena_alloc, but waits only while in_use + size would exceed
+ * `limit` instead of the budget (limit may exceed the budget). The engine
+ * lets stages downstream of the sources overdraw this way so that a chain
+ * whose queues hold the whole budget still makes progress. */
+SL_API int sl_arena_alloc_ex(sl_arena *a, size_t size, uint64_t limit,
+                             sl_block **out);
 /* Wakes every waiting allocation with SL_ECANCELED; later waits fail too. */
 SL_API void sl_arena_cancel(sl_arena *a);
 SL_API void sl_arena_get_stats(sl_arena *a, sl_arena_stats *st);

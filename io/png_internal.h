@@ -1,0 +1,141 @@
+/*
+ * png_internal.h -- PNG decoder and encoder shared inside io/ (private).
+ *
+ * png_read.c implements the decode half (below), png_write.c the encode half
+ * (at the end), png_stages.c glues both into the `png.decode` / `png.encode`
+ * stages. Nothing here is public API; only "sluice.h" types are used, so the
+ * tests can include this header without libpng's or libdeflate's headers.
+ */
+#ifndef SLUICE_PNG_INTERNAL_H
+#define SLUICE_PNG_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ======================================================================
+ * Decode (png_read.c)
+ * ====================================================================== */
+
+/* Default limits for sl_png_probe(). The pixel cap is Pillow's
+ * DecompressionBombError threshold (2 x 89,478,485 px), which users coming
+ * from Python already know; the byte cap bounds one decoded image. */
+#define SL_PNG_DEFAULT_MAX_PIXELS UINT64_C(178956970)
+#define SL_PNG_DEFAULT_MAX_BYTES (UINT64_C(1) << 30)
+
+/* What a PNG decodes to. Output normalisation (both decode paths):
+ *   grey 1/2/4 bit       -> 8-bit grey, scaled by bit replication (1 -> 255)
+ *   grey/RGB 8 and 16    -> unchanged depth; 16-bit samples in native order
+ *   grey/RGB with tRNS   -> grey+alpha / RGBA (alpha 0 where the colour key
+ *                           matches, max elsewhere), same depth
+ *   palette 1/2/4/8 bit  -> RGB8, or RGBA8 when tRNS is present; indices past
+ *                           the end of PLTE decode as opaque black (as libpng
+ *                           and libspng do)
+ *   grey+alpha, RGBA     -> unchanged
+ *   Adam7                -> de-interlaced
+ * No gamma correction; gAMA, cHRM, iCCP, sRGB, sBIT, bKGD are ignored. */
+typedef struct sl_png_info {
+  uint32_t width, height;
+  uint32_t channels; /* output: 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA */
+  uint32_t depth;    /* output bits per sample: 8 or 16 (16: native order) */
+  size_t stride;     /* output bytes per row = width*channels*depth/8 */
+  uint8_t color_type, bit_depth, interlace; /* as in IHDR */
+} sl_png_info;
+
+/* Validates the whole chunk stream of the PNG file in buf[0..len) -- the
+ * signature, IHDR, every chunk's length, type and CRC-32, chunk order, PLTE and
+ * tRNS -- and fills *info. Nothing is allocated. width*height is checked
+ * against max_pixels right after IHDR, and the decoded size (stride*height)
+ * against max_bytes; decoding needs at most about twice that in memory
+ * (caller's output plus a temporary of the filtered rows). Pass UINT64_MAX for
+ * no limit.
+ * Policy (shared with both decoders, so they accept exactly the same files):
+ * critical chunks (IHDR, PLTE, IDAT, IEND) and tRNS must be well formed with a
+ * correct CRC; any other ancillary chunk with a bad CRC is ignored (as libpng
+ * and libspng do), while a known fixed-size ancillary chunk (gAMA, cHRM, sRGB,
+ * pHYs, tIME, oFFs, sTER, sBIT, bKGD, hIST) of the wrong length rejects the
+ * file; unknown ancillary chunks are skipped; IEND is required; bytes after
+ * IEND are ignored.
+ * @return 0; SL_EFORMAT or SL_ELIMIT with a one-line message in err (always
+ * NUL-terminated when errlen > 0; err may be NULL), e.g. "not a PNG file (bad
+ * signature)", "IHDR: width is 0", "image is 50000x50000 = 2500000000 pixels,
+ * above max_pixels=178956970". On SL_ELIMIT *info is filled. Thread-safe. */
+int sl_png_probe(const void *buf, size_t len, uint64_t max_pixels,
+                 uint64_t max_bytes, sl_png_info *info, char *err,
+                 size_t errlen);
+
+/* Decodes the image into dst, which the caller allocated with
+ * info->stride * info->height bytes; *info must come from sl_png_probe() on
+ * the same bytes. The fast path: libdeflate inflates the concatenated IDAT
+ * data in one call, rows are unfiltered and converted straight into dst. The
+ * caller keeps ownership of buf and dst; dst's contents are unspecified after
+ * an error. Thread-safe: no process-global state.
+ * @return 0; SL_EINVAL when *info does not describe buf; SL_ENOMEM;
+ * SL_EFORMAT with a message naming the cause ("IDAT: CRC mismatch",
+ * "zlib stream: adler32 mismatch", "truncated: image data ends after 1234 of
+ * 5000 rows", "PLTE missing for palette image", ...). */
+int sl_png_decode(const void *buf, size_t len, const sl_png_info *info,
+                  void *dst, char *err, size_t errlen);
+
+/* Same contract and same output, decoded by libpng (the reference path, used
+ * by differential tests, and by sl_png_decode() itself in the rare case where
+ * zlib accepts a deflate stream libdeflate refuses). libpng's messages are
+ * returned as they are (prefixed with the chunk name, e.g. "IDAT: incorrect
+ * data check"). */
+int sl_png_decode_libpng(const void *buf, size_t len, const sl_png_info *info,
+                         void *dst, char *err, size_t errlen);
+
+/* ======================================================================
+ * Encode (png_write.c) -- declarations below this line belong to the
+ * encoder.
+ * ====================================================================== */
+
+/* Filter strategies. NONE..PAETH are PNG's filter type bytes; AUTO picks
+ * one per row (libpng's minimum-sum-of-absolute-differences heuristic). */
+enum {
+  SL_PNG_FILTER_NONE = 0,
+  SL_PNG_FILTER_SUB = 1,
+  SL_PNG_FILTER_UP = 2,
+  SL_PNG_FILTER_AVG = 3,
+  SL_PNG_FILTER_PAETH = 4,
+  SL_PNG_FILTER_AUTO = 5
+};
+
+/* Worst-case size of the PNG sl_png_encode() writes for such an image, at
+ * any level and filter: allocate this much for the output.
+ * @return the bound, or 0 when the arguments are invalid (w or h 0 or above
+ * 2^31-1, channels outside 1..4, depth not 8/16) or the size overflows. */
+size_t sl_png_encode_bound(uint32_t w, uint32_t h, uint32_t channels,
+                           uint32_t depth);
+
+/* Encodes an image as PNG into dst[0..dst_cap): 8 or 16 bits per sample
+ * (16-bit samples in native byte order), 1..4 channels (gray, gray+alpha,
+ * RGB, RGBA), `stride` bytes between row starts, zlib `level` 0..9, filter
+ * SL_PNG_FILTER_*. Writes only IHDR, IDAT and IEND (no metadata).
+ * Thread-safe (allocates its own scratch; see sl_png_encoder to reuse it).
+ * @return 0 with *out_len = bytes written; SL_EINVAL (bad arguments),
+ * SL_ERANGE (dst too small: pass sl_png_encode_bound() bytes), SL_ENOMEM.
+ * On failure a message goes to err[0..errlen) (may be NULL). The caller
+ * keeps ownership of pixels and dst. */
+int sl_png_encode(const void *pixels, size_t stride, uint32_t w, uint32_t h,
+                  uint32_t channels, uint32_t depth, int level, int filter,
+                  void *dst, size_t dst_cap, size_t *out_len, char *err,
+                  size_t errlen);
+
+/* A reusable encoder: keeps its libdeflate compressors (one per level used)
+ * and scratch buffers between images, so a worker allocates once. One
+ * thread at a time; create one per worker. */
+typedef struct sl_png_encoder sl_png_encoder;
+/* @return 0 or SL_ENOMEM; the caller owns *out. */
+int sl_png_encoder_create(sl_png_encoder **out);
+void sl_png_encoder_destroy(sl_png_encoder *enc); /* NULL ok */
+/* As sl_png_encode(), with enc's cached compressor and scratch. */
+int sl_png_encoder_encode(sl_png_encoder *enc, const void *pixels,
+                          size_t stride, uint32_t w, uint32_t h,
+                          uint32_t channels, uint32_t depth, int level,
+                          int filter, void *dst, size_t dst_cap,
+                          size_t *out_len, char *err, size_t errlen);
+/* Largest IDAT payload enc writes (default and maximum 2^31-1; 0 resets).
+ * Smaller values exist for tests of the chunk splitting. */
+void sl_png_encoder_set_idat_max(sl_png_encoder *enc, size_t max);
+
+#endif

@@ -1,0 +1,1065 @@
+/*
+ * png_read.c -- PNG decoding: one strict chunk-stream validator and two
+ * decoders behind it.
+ *
+ * Every entry point first runs scan_file(): the signature, IHDR, and then the
+ * whole chunk stream up to IEND -- every length bounds-checked against the
+ * buffer before anything is read, every CRC-32 verified (libdeflate_crc32),
+ * chunk order, PLTE and tRNS validated (the policy is spelled out in
+ * png_internal.h). The scan allocates nothing, so sl_png_probe() can refuse
+ * a file that declares a gigapixel image, or a 2 GiB chunk in a 48-byte file,
+ * before anyone has allocated for it.
+ *
+ * Fast path (sl_png_decode): the IDAT payloads are concatenated (or used in
+ * place when there is a single IDAT), libdeflate inflates the zlib stream in
+ * one call into a buffer of exactly the size IHDR implies (the call checks
+ * the Adler-32 and fails on too much or too little data), and each row is
+ * unfiltered -- straight into the caller's buffer when the raw rows already
+ * are the output format, else in place and then converted (bit unpacking,
+ * palette and tRNS lookup, 16-bit byte order). Adam7 passes are unfiltered
+ * the same way and scattered into place. When libdeflate fails, zlib re-reads
+ * the stream only to name the cause (truncated after N rows, adler32
+ * mismatch, ...); if zlib accepts a stream libdeflate refused, the libpng
+ * path decodes the file, so both paths always agree.
+ *
+ * Reference path (sl_png_decode_libpng): libpng with per-call error and
+ * warning callbacks (messages land in the caller's buffer, never on stderr),
+ * a bounds-checked memory reader, every ancillary chunk but tRNS skipped
+ * unread, benign errors made fatal (too much / too little image data, data
+ * after the zlib stream), and the same scan first. Everything libpng
+ * allocates hangs off its own structs, freed after the longjmp.
+ *
+ * Thread-safety: no globals; the libdeflate decompressor is created per call
+ * (a few KiB, negligible beside an image).
+ */
+#include <inttypes.h>
+#include <libdeflate.h>
+#include <png.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+#include "png_internal.h"
+#include "sluice.h"
+
+#define U31_MAX UINT32_C(0x7fffffff)
+
+/* Where scan_file() found the chunks the decoders need. Pointers are into
+ * the caller's buffer. */
+typedef struct png_scan {
+  const uint8_t *plte; /* PLTE payload or NULL */
+  uint32_t plte_entries;
+  const uint8_t *trns; /* effective tRNS payload or NULL */
+  uint32_t trns_len;
+  size_t idat_at;    /* offset of the first IDAT chunk's length field */
+  size_t idat_bytes; /* total payload of all IDAT chunks */
+  uint32_t idat_chunks;
+} png_scan;
+
+/* Writes a message into err (when there is room) and returns `code`. */
+static int errf(char *err, size_t errlen, int code, const char *fmt, ...)
+    SL_PRINTF(4, 5);
+static int errf(char *err, size_t errlen, int code, const char *fmt, ...) {
+  if (err && errlen > 0) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+  }
+  return code;
+}
+
+static uint32_t be32(const uint8_t *p) {
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 |
+         p[3];
+}
+
+static uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+
+static void store16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
+
+/* A chunk type for messages: the four letters, or hex when not letters. */
+static const char *type_name(const uint8_t *t, char out[20]) {
+  int letters = 1;
+  for (int i = 0; i < 4; i++) {
+    int c = t[i];
+    if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'))) letters = 0;
+  }
+  if (letters)
+    snprintf(out, 20, "%c%c%c%c", t[0], t[1], t[2], t[3]);
+  else
+    snprintf(out, 20, "0x%02x%02x%02x%02x", t[0], t[1], t[2], t[3]);
+  return out;
+}
+
+static int is_type(const uint8_t *t, const char *name) {
+  return memcmp(t, name, 4) == 0;
+}
+
+/* ---------------------------------------------------------------------
+ * IHDR and the chunk stream
+ * --------------------------------------------------------------------- */
+
+static int depth_ok(unsigned ct, unsigned d) {
+  switch (ct) {
+  case 0: return d == 1 || d == 2 || d == 4 || d == 8 || d == 16;
+  case 3: return d == 1 || d == 2 || d == 4 || d == 8;
+  case 2: case 4: case 6: return d == 8 || d == 16;
+  default: return 0;
+  }
+}
+
+static const char *ct_name(unsigned ct) {
+  switch (ct) {
+  case 0: return "grey";
+  case 2: return "RGB";
+  case 3: return "palette";
+  case 4: return "grey+alpha";
+  case 6: return "RGBA";
+  default: return "invalid";
+  }
+}
+
+/* Validates the 13 IHDR bytes at d and copies the fields into *info. */
+static int parse_ihdr(const uint8_t *d, sl_png_info *info, char *err,
+                      size_t errlen) {
+  uint32_t w = be32(d), h = be32(d + 4);
+  unsigned depth = d[8], ct = d[9];
+  if (w == 0) return errf(err, errlen, SL_EFORMAT, "IHDR: width is 0");
+  if (h == 0) return errf(err, errlen, SL_EFORMAT, "IHDR: height is 0");
+  if (w > U31_MAX)
+    return errf(err, errlen, SL_EFORMAT, "IHDR: width %" PRIu32
+                " exceeds 2^31-1", w);
+  if (h > U31_MAX)
+    return errf(err, errlen, SL_EFORMAT, "IHDR: height %" PRIu32
+                " exceeds 2^31-1", h);
+  if (ct > 6 || ct == 1 || ct == 5)
+    return errf(err, errlen, SL_EFORMAT, "IHDR: colour type %u is invalid",
+                ct);
+  if (!depth_ok(ct, depth))
+    return errf(err, errlen, SL_EFORMAT, "IHDR: bit depth %u is invalid for "
+                "colour type %u (%s)", depth, ct, ct_name(ct));
+  if (d[10] != 0)
+    return errf(err, errlen, SL_EFORMAT, "IHDR: compression method %u is "
+                "invalid", d[10]);
+  if (d[11] != 0)
+    return errf(err, errlen, SL_EFORMAT, "IHDR: filter method %u is invalid",
+                d[11]);
+  if (d[12] > 1)
+    return errf(err, errlen, SL_EFORMAT, "IHDR: interlace method %u is "
+                "invalid", d[12]);
+  info->width = w;
+  info->height = h;
+  info->color_type = (uint8_t)ct;
+  info->bit_depth = (uint8_t)depth;
+  info->interlace = d[12];
+  return 0;
+}
+
+/* What the scan has seen so far. */
+typedef struct scan_state {
+  const sl_png_info *hdr;
+  png_scan *sc;
+  int idat;      /* 0 before the IDAT run, 1 inside it, 2 after it */
+  int have_plte; /* a PLTE chunk was seen */
+  int have_trns;
+} scan_state;
+
+static int check_plte(scan_state *s, const uint8_t *p, uint32_t n, char *err,
+                      size_t errlen) {
+  unsigned ct = s->hdr->color_type;
+  if (ct == 0 || ct == 4)
+    return errf(err, errlen, SL_EFORMAT, "PLTE: not allowed in a %s image",
+                ct_name(ct));
+  if (s->have_plte) return errf(err, errlen, SL_EFORMAT, "PLTE: duplicate");
+  if (s->idat) return errf(err, errlen, SL_EFORMAT, "PLTE: after IDAT");
+  if (s->have_trns) return errf(err, errlen, SL_EFORMAT, "PLTE: after tRNS");
+  if (n == 0 || n % 3 != 0 || n > 768)
+    return errf(err, errlen, SL_EFORMAT, "PLTE: invalid length %" PRIu32
+                " (must be 3 to 768, a multiple of 3)", n);
+  s->have_plte = 1;
+  s->sc->plte = p;
+  s->sc->plte_entries = n / 3;
+  return 0;
+}
+
+/* tRNS changes the output format, so it is validated strictly: a malformed
+ * or misplaced one rejects the file instead of being guessed at. */
+static int check_trns(scan_state *s, const uint8_t *p, uint32_t n, char *err,
+                      size_t errlen) {
+  const sl_png_info *h = s->hdr;
+  unsigned ct = h->color_type, depth = h->bit_depth;
+  uint32_t maxv = depth == 16 ? 0xffff : (UINT32_C(1) << depth) - 1;
+  if (ct == 4 || ct == 6)
+    return errf(err, errlen, SL_EFORMAT, "tRNS: not allowed in a %s image "
+                "(it has an alpha channel)", ct_name(ct));
+  if (s->have_trns) return errf(err, errlen, SL_EFORMAT, "tRNS: duplicate");
+  if (s->idat) return errf(err, errlen, SL_EFORMAT, "tRNS: after IDAT");
+  if (ct == 3) {
+    uint32_t cap = s->sc->plte_entries;
+    if (!s->have_plte)
+      return errf(err, errlen, SL_EFORMAT, "tRNS: before PLTE");
+    if (cap > (UINT32_C(1) << depth)) cap = UINT32_C(1) << depth;
+    if (n == 0 || n > cap)
+      return errf(err, errlen, SL_EFORMAT, "tRNS: %" PRIu32 " entries for a "
+                  "palette of %" PRIu32, n, cap);
+  } else {
+    uint32_t want = ct == 0 ? 2 : 6;
+    if (n != want)
+      return errf(err, errlen, SL_EFORMAT, "tRNS: length %" PRIu32
+                  ", expected %" PRIu32, n, want);
+    for (uint32_t i = 0; i < n; i += 2)
+      if (be16(p + i) > maxv)
+        return errf(err, errlen, SL_EFORMAT, "tRNS: sample %u out of range "
+                    "for %u-bit samples", be16(p + i), depth);
+  }
+  s->have_trns = 1;
+  s->sc->trns = p;
+  s->sc->trns_len = n;
+  return 0;
+}
+
+/* @return the exact length a known fixed-size ancillary chunk must have, or
+ * -1 when its length is free (or the chunk is unknown). */
+static long fixed_length(const scan_state *s, const uint8_t *t) {
+  static const struct { char name[5]; long len; } fixed[] = {
+      {"gAMA", 4}, {"cHRM", 32}, {"sRGB", 1}, {"pHYs", 9},
+      {"tIME", 7}, {"oFFs", 9},  {"sTER", 1}};
+  static const long sbit[7] = {1, 0, 3, 3, 2, 0, 4};
+  static const long bkgd[7] = {2, 0, 6, 1, 2, 0, 6};
+  unsigned ct = s->hdr->color_type;
+  for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+    if (is_type(t, fixed[i].name)) return fixed[i].len;
+  if (is_type(t, "sBIT")) return sbit[ct];
+  if (is_type(t, "bKGD")) return bkgd[ct];
+  if (is_type(t, "hIST")) return 2L * s->sc->plte_entries;
+  return -1;
+}
+
+static int check_idat(scan_state *s, size_t at, uint32_t n, char *err,
+                      size_t errlen) {
+  if (s->idat == 2)
+    return errf(err, errlen, SL_EFORMAT, "IDAT: not consecutive (other "
+                "chunks between IDAT chunks)");
+  if (s->hdr->color_type == 3 && !s->have_plte)
+    return errf(err, errlen, SL_EFORMAT, "PLTE missing for palette image");
+  if (s->idat == 0) s->sc->idat_at = at;
+  s->idat = 1;
+  s->sc->idat_bytes += n;
+  s->sc->idat_chunks++;
+  return 0;
+}
+
+/* Handles one chunk whose bounds are checked. @return 0, 1 at IEND, or an
+ * error. */
+static int scan_chunk(scan_state *s, const uint8_t *b, size_t at, char *err,
+                      size_t errlen) {
+  uint32_t n = be32(b + at);
+  const uint8_t *t = b + at + 4, *p = b + at + 8;
+  int crc_ok = libdeflate_crc32(0, t, (size_t)n + 4) == be32(p + n);
+  char tn[20];
+  int critical = !(t[0] & 0x20);
+  if (!crc_ok && (critical || is_type(t, "tRNS")))
+    return errf(err, errlen, SL_EFORMAT, "%s: CRC mismatch", type_name(t, tn));
+  if (is_type(t, "IDAT")) return check_idat(s, at, n, err, errlen);
+  if (s->idat == 1) s->idat = 2;
+  if (is_type(t, "IEND")) {
+    if (s->idat == 0)
+      return errf(err, errlen, SL_EFORMAT, "IDAT missing (IEND reached "
+                  "without image data)");
+    if (n != 0)
+      return errf(err, errlen, SL_EFORMAT, "IEND: length %" PRIu32
+                  ", expected 0", n);
+    return 1;
+  }
+  if (is_type(t, "IHDR")) return errf(err, errlen, SL_EFORMAT, "IHDR: duplicate");
+  if (is_type(t, "PLTE")) return check_plte(s, p, n, err, errlen);
+  if (critical)
+    return errf(err, errlen, SL_EFORMAT, "unknown critical chunk %s",
+                type_name(t, tn));
+  if (is_type(t, "tRNS")) return check_trns(s, p, n, err, errlen);
+  long want = crc_ok ? fixed_length(s, t) : -1;
+  if (want >= 0 && (long)n != want)
+    return errf(err, errlen, SL_EFORMAT, "%s: length %" PRIu32 ", expected "
+                "%ld", type_name(t, tn), n, want);
+  return 0; /* other ancillary chunks (or one with a bad CRC): skipped */
+}
+
+/* Walks the chunks after IHDR up to IEND, checking every bound before use. */
+static int scan_chunks(const uint8_t *b, size_t len, const sl_png_info *hdr,
+                       png_scan *sc, char *err, size_t errlen) {
+  scan_state s = {hdr, sc, 0, 0, 0};
+  size_t at = 33; /* signature + IHDR */
+  char tn[20];
+  for (;;) {
+    if (len - at < 8)
+      return errf(err, errlen, SL_EFORMAT, "truncated: file ends at byte %zu "
+                  "before IEND", len);
+    uint32_t n = be32(b + at);
+    const uint8_t *t = b + at + 4;
+    if (n > U31_MAX)
+      return errf(err, errlen, SL_EFORMAT, "%s chunk at byte %zu: length %"
+                  PRIu32 " exceeds 2^31-1", type_name(t, tn), at, n);
+    type_name(t, tn);
+    if (tn[0] == '0')
+      return errf(err, errlen, SL_EFORMAT, "invalid chunk type %s at byte %zu",
+                  tn, at);
+    if ((uint64_t)n + 4 > len - at - 8)
+      return errf(err, errlen, SL_EFORMAT, "truncated: %s chunk at byte %zu "
+                  "declares %" PRIu32 " bytes, the file has %zu left (CRC "
+                  "included)", tn, at, n, len - at - 8);
+    int rc = scan_chunk(&s, b, at, err, errlen);
+    if (rc < 0) return rc;
+    if (rc == 1) return 0;
+    at += (size_t)n + 12;
+  }
+}
+
+static int check_signature(const uint8_t *b, size_t len, char *err,
+                           size_t errlen) {
+  static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  if (len == 0) return errf(err, errlen, SL_EFORMAT, "empty file");
+  if (len >= 8 && memcmp(b, sig, 8) == 0) return 0;
+  if (len >= 8 && memcmp(b, sig, 4) == 0)
+    return errf(err, errlen, SL_EFORMAT, "not a PNG file (signature corrupted,"
+                " as by a text-mode transfer)");
+  if (len < 8 && memcmp(b, sig, len) == 0)
+    return errf(err, errlen, SL_EFORMAT, "truncated: file ends inside the PNG "
+                "signature");
+  return errf(err, errlen, SL_EFORMAT, "not a PNG file (bad signature)");
+}
+
+/* Sets channels/depth/stride from IHDR and the presence of tRNS. */
+static void output_format(sl_png_info *info, int has_trns) {
+  unsigned ct = info->color_type;
+  static const uint32_t chans[7] = {1, 0, 3, 3, 2, 0, 4};
+  info->channels = chans[ct] + (has_trns ? 1 : 0);
+  info->depth = info->bit_depth == 16 ? 16 : 8;
+  info->stride = (size_t)((uint64_t)info->width * info->channels *
+                          (info->depth / 8));
+}
+
+static int check_ihdr_chunk(const uint8_t *b, size_t len, char *err,
+                            size_t errlen) {
+  char tn[20];
+  if (len < 16)
+    return errf(err, errlen, SL_EFORMAT, "truncated: file ends %s",
+                len == 8 ? "right after the signature" : "inside IHDR");
+  if (!is_type(b + 12, "IHDR"))
+    return errf(err, errlen, SL_EFORMAT, "first chunk is %s, expected IHDR",
+                type_name(b + 12, tn));
+  if (be32(b + 8) != 13)
+    return errf(err, errlen, SL_EFORMAT, "IHDR: length %" PRIu32
+                ", expected 13", be32(b + 8));
+  if (len < 33)
+    return errf(err, errlen, SL_EFORMAT, "truncated: file ends inside IHDR");
+  if (libdeflate_crc32(0, b + 12, 17) != be32(b + 29))
+    return errf(err, errlen, SL_EFORMAT, "IHDR: CRC mismatch");
+  return 0;
+}
+
+/* The whole validation behind probe and both decoders. */
+static int scan_file(const uint8_t *b, size_t len, uint64_t max_pixels,
+                     uint64_t max_bytes, sl_png_info *info, png_scan *sc,
+                     char *err, size_t errlen) {
+  memset(info, 0, sizeof *info);
+  memset(sc, 0, sizeof *sc);
+  if (err && errlen) err[0] = '\0';
+  int rc = check_signature(b, len, err, errlen);
+  if (rc == 0) rc = check_ihdr_chunk(b, len, err, errlen);
+  if (rc == 0) rc = parse_ihdr(b + 16, info, err, errlen);
+  if (rc < 0) return rc;
+  uint64_t px = (uint64_t)info->width * info->height;
+  if (px > max_pixels)
+    return errf(err, errlen, SL_ELIMIT, "image is %" PRIu32 "x%" PRIu32
+                " = %" PRIu64 " pixels, above max_pixels=%" PRIu64,
+                info->width, info->height, px, max_pixels);
+  rc = scan_chunks(b, len, info, sc, err, errlen);
+  if (rc < 0) return rc;
+  output_format(info, sc->trns != NULL);
+  uint64_t stride = (uint64_t)info->width * info->channels * info->depth / 8;
+  if (stride > max_bytes / info->height || stride > SIZE_MAX / 2 / info->height)
+    return errf(err, errlen, SL_ELIMIT, "decoded image would take %" PRIu64
+                " bytes (%" PRIu32 "x%" PRIu32 ", %" PRIu32 " x %" PRIu32
+                "-bit channels), above max_bytes=%" PRIu64, stride *
+                info->height, info->width, info->height, info->channels,
+                info->depth, max_bytes);
+  return 0;
+}
+
+int sl_png_probe(const void *buf, size_t len, uint64_t max_pixels,
+                 uint64_t max_bytes, sl_png_info *info, char *err,
+                 size_t errlen) {
+  png_scan sc;
+  if (!buf && len) return errf(err, errlen, SL_EINVAL, "no buffer");
+  return scan_file(buf, len, max_pixels, max_bytes, info, &sc, err, errlen);
+}
+
+/* Re-validates buf and checks that *info still describes it (decode must
+ * not trust a stale or foreign info for its buffer sizes). */
+static int rescan(const void *buf, size_t len, const sl_png_info *info,
+                  sl_png_info *fresh, png_scan *sc, char *err, size_t errlen) {
+  if (!info || (!buf && len))
+    return errf(err, errlen, SL_EINVAL, "no buffer or info");
+  int rc = scan_file(buf, len, UINT64_MAX, UINT64_MAX, fresh, sc, err, errlen);
+  if (rc < 0) return rc;
+  if (fresh->width != info->width || fresh->height != info->height ||
+      fresh->channels != info->channels || fresh->depth != info->depth ||
+      fresh->stride != info->stride)
+    return errf(err, errlen, SL_EINVAL, "decode: info (%" PRIu32 "x%" PRIu32
+                ") does not describe this buffer (%" PRIu32 "x%" PRIu32 ")",
+                info->width, info->height, fresh->width, fresh->height);
+  return 0;
+}
+
+/* ---------------------------------------------------------------------
+ * Fast path: geometry
+ * --------------------------------------------------------------------- */
+
+static const uint8_t adam7_x0[7] = {0, 4, 0, 2, 0, 1, 0};
+static const uint8_t adam7_y0[7] = {0, 0, 4, 0, 2, 0, 1};
+static const uint8_t adam7_dx[7] = {8, 8, 4, 4, 2, 2, 1};
+static const uint8_t adam7_dy[7] = {8, 8, 8, 4, 4, 2, 2};
+
+/* The sub-image of pass p (or the whole image for p < 0). */
+static void pass_size(const sl_png_info *info, int p, uint32_t *pw,
+                      uint32_t *ph) {
+  if (p < 0) {
+    *pw = info->width;
+    *ph = info->height;
+    return;
+  }
+  *pw = (uint32_t)(((uint64_t)info->width + adam7_dx[p] - 1 - adam7_x0[p]) /
+                   adam7_dx[p]);
+  *ph = (uint32_t)(((uint64_t)info->height + adam7_dy[p] - 1 - adam7_y0[p]) /
+                   adam7_dy[p]);
+}
+
+static unsigned raw_bits(const sl_png_info *info) {
+  static const unsigned samples[7] = {1, 0, 3, 1, 2, 0, 4};
+  return samples[info->color_type] * info->bit_depth;
+}
+
+static size_t row_bytes(uint32_t w, unsigned bits) {
+  return (size_t)(((uint64_t)w * bits + 7) / 8);
+}
+
+/* Bytes of filtered data (filter byte + row) the zlib stream must hold. */
+static uint64_t raw_size(const sl_png_info *info) {
+  unsigned bits = raw_bits(info);
+  uint64_t total = 0;
+  for (int p = info->interlace ? 0 : -1; p < (info->interlace ? 7 : 0); p++) {
+    uint32_t pw, ph;
+    pass_size(info, p, &pw, &ph);
+    if (pw && ph) total += (uint64_t)ph * (1 + row_bytes(pw, bits));
+  }
+  return total;
+}
+
+/* ---------------------------------------------------------------------
+ * Fast path: row conversion to the output format
+ * --------------------------------------------------------------------- */
+
+enum {
+  CONV_COPY,      /* raw row is the output row (8-bit, no tRNS) */
+  CONV_SWAP16,    /* 16-bit, no tRNS: big-endian to native */
+  CONV_LOWGREY,   /* grey 1/2/4 bit -> grey8 (+ alpha with tRNS) */
+  CONV_GREY8_KEY, /* grey8 + tRNS -> grey+alpha 8 */
+  CONV_GREY16_KEY,
+  CONV_RGB8_KEY,
+  CONV_RGB16_KEY,
+  CONV_PALETTE    /* 1/2/4/8-bit indices -> RGB8 / RGBA8 */
+};
+
+typedef struct fast_dec {
+  const sl_png_info *info;
+  unsigned bits;   /* bits per raw pixel */
+  unsigned bpp;    /* filter distance: bytes per pixel, at least 1 */
+  unsigned out_px; /* output bytes per pixel */
+  int conv;
+  int has_key;
+  uint16_t key[3];     /* tRNS colour key */
+  uint8_t lut[256][4]; /* palette RGBA, or grey level of a low-depth sample */
+} fast_dec;
+
+static void setup_lut(fast_dec *d, const png_scan *sc) {
+  const sl_png_info *info = d->info;
+  memset(d->lut, 0, sizeof d->lut);
+  if (info->color_type == 3) {
+    for (uint32_t i = 0; i < 256; i++) {
+      if (i < sc->plte_entries) memcpy(d->lut[i], sc->plte + 3 * i, 3);
+      d->lut[i][3] = i < sc->trns_len ? sc->trns[i] : 255;
+    }
+  } else if (info->bit_depth < 8) {
+    unsigned maxv = (1u << info->bit_depth) - 1;
+    for (unsigned i = 0; i <= maxv; i++) d->lut[i][0] = (uint8_t)(i * 255 / maxv);
+  }
+}
+
+static void setup_fast(fast_dec *d, const sl_png_info *info,
+                       const png_scan *sc) {
+  memset(d, 0, sizeof *d);
+  d->info = info;
+  d->bits = raw_bits(info);
+  d->bpp = d->bits < 8 ? 1 : d->bits / 8;
+  d->out_px = info->channels * info->depth / 8;
+  d->has_key = sc->trns != NULL && info->color_type != 3;
+  for (uint32_t i = 0; d->has_key && i < sc->trns_len / 2; i++)
+    d->key[i] = be16(sc->trns + 2 * i);
+  unsigned ct = info->color_type, bd = info->bit_depth;
+  if (ct == 3)
+    d->conv = CONV_PALETTE;
+  else if (bd < 8)
+    d->conv = CONV_LOWGREY;
+  else if (!d->has_key)
+    d->conv = bd == 16 ? CONV_SWAP16 : CONV_COPY;
+  else if (ct == 0)
+    d->conv = bd == 16 ? CONV_GREY16_KEY : CONV_GREY8_KEY;
+  else
+    d->conv = bd == 16 ? CONV_RGB16_KEY : CONV_RGB8_KEY;
+  setup_lut(d, sc);
+}
+
+/* Sample x of a row packed at `depth` (1, 2, 4 or 8) bits, MSB first. */
+static inline unsigned packed_sample(const uint8_t *row, uint32_t x,
+                                     unsigned depth) {
+  if (depth == 8) return row[x];
+  size_t bit = (size_t)x * depth;
+  return (row[bit >> 3] >> (8 - depth - (bit & 7))) & ((1u << depth) - 1);
+}
+
+static void conv_lowgrey(const fast_dec *d, const uint8_t *src, uint32_t n,
+                         uint8_t *out) {
+  unsigned depth = d->info->bit_depth;
+  if (!d->has_key) {
+    for (uint32_t x = 0; x < n; x++) out[x] = d->lut[packed_sample(src, x, depth)][0];
+    return;
+  }
+  for (uint32_t x = 0; x < n; x++) {
+    unsigned v = packed_sample(src, x, depth);
+    out[2 * x] = d->lut[v][0];
+    out[2 * x + 1] = v == d->key[0] ? 0 : 255;
+  }
+}
+
+static void conv_palette(const fast_dec *d, const uint8_t *src, uint32_t n,
+                         uint8_t *out) {
+  unsigned depth = d->info->bit_depth;
+  if (d->out_px == 4) {
+    for (uint32_t x = 0; x < n; x++)
+      memcpy(out + 4 * (size_t)x, d->lut[packed_sample(src, x, depth)], 4);
+  } else {
+    for (uint32_t x = 0; x < n; x++)
+      memcpy(out + 3 * (size_t)x, d->lut[packed_sample(src, x, depth)], 3);
+  }
+}
+
+/* 8-bit grey or RGB with a tRNS colour key: append alpha. */
+static void conv_key8(const fast_dec *d, const uint8_t *src, uint32_t n,
+                      uint8_t *out) {
+  unsigned c = d->conv == CONV_RGB8_KEY ? 3 : 1;
+  for (uint32_t x = 0; x < n; x++, src += c, out += c + 1) {
+    int match = src[0] == d->key[0];
+    if (c == 3) match = match && src[1] == d->key[1] && src[2] == d->key[2];
+    memcpy(out, src, c);
+    out[c] = match ? 0 : 255;
+  }
+}
+
+static void conv_key16(const fast_dec *d, const uint8_t *src, uint32_t n,
+                       uint8_t *out) {
+  unsigned c = d->conv == CONV_RGB16_KEY ? 3 : 1;
+  for (uint32_t x = 0; x < n; x++, src += 2 * c, out += 2 * (c + 1)) {
+    int match = 1;
+    for (unsigned i = 0; i < c; i++) {
+      uint16_t v = be16(src + 2 * i);
+      match = match && v == d->key[i];
+      store16(out + 2 * i, v);
+    }
+    store16(out + 2 * c, match ? 0 : 0xffff);
+  }
+}
+
+static void swap16(const uint8_t *src, size_t samples, uint8_t *out) {
+  for (size_t i = 0; i < samples; i++) store16(out + 2 * i, be16(src + 2 * i));
+}
+
+/* Converts n unfiltered raw pixels at src into output pixels at out. */
+static void convert_row(const fast_dec *d, const uint8_t *src, uint32_t n,
+                        uint8_t *out) {
+  switch (d->conv) {
+  case CONV_COPY: memcpy(out, src, (size_t)n * d->out_px); break;
+  case CONV_SWAP16: swap16(src, (size_t)n * d->info->channels, out); break;
+  case CONV_LOWGREY: conv_lowgrey(d, src, n, out); break;
+  case CONV_PALETTE: conv_palette(d, src, n, out); break;
+  case CONV_GREY8_KEY: case CONV_RGB8_KEY: conv_key8(d, src, n, out); break;
+  default: conv_key16(d, src, n, out); break;
+  }
+}
+
+/* ---------------------------------------------------------------------
+ * Fast path: unfiltering. `out` may equal `in` (in-place); `prior` is the
+ * previous reconstructed row (all zeros for a pass's first row).
+ * --------------------------------------------------------------------- */
+
+static void unfilter_sub(uint8_t *out, const uint8_t *in, size_t n,
+                         unsigned bpp) {
+  for (size_t i = 0; i < bpp && i < n; i++) out[i] = in[i];
+  for (size_t i = bpp; i < n; i++) out[i] = (uint8_t)(in[i] + out[i - bpp]);
+}
+
+static void unfilter_up(uint8_t *out, const uint8_t *in, const uint8_t *prior,
+                        size_t n) {
+  for (size_t i = 0; i < n; i++) out[i] = (uint8_t)(in[i] + prior[i]);
+}
+
+static void unfilter_avg(uint8_t *out, const uint8_t *in, const uint8_t *prior,
+                         size_t n, unsigned bpp) {
+  for (size_t i = 0; i < bpp && i < n; i++)
+    out[i] = (uint8_t)(in[i] + (prior[i] >> 1));
+  for (size_t i = bpp; i < n; i++)
+    out[i] = (uint8_t)(in[i] + ((out[i - bpp] + prior[i]) >> 1));
+}
+
+static inline uint8_t paeth(int a, int b, int c) {
+  int pa = abs(b - c), pb = abs(a - c), pc = abs(a + b - 2 * c);
+  if (pa <= pb && pa <= pc) return (uint8_t)a;
+  return (uint8_t)(pb <= pc ? b : c);
+}
+
+static void unfilter_paeth_scalar(uint8_t *out, const uint8_t *in,
+                                  const uint8_t *prior, size_t n,
+                                  unsigned bpp) {
+  for (size_t i = 0; i < bpp && i < n; i++)
+    out[i] = (uint8_t)(in[i] + prior[i]);
+  for (size_t i = bpp; i < n; i++)
+    out[i] = (uint8_t)(in[i] + paeth(out[i - bpp], prior[i], prior[i - bpp]));
+}
+
+#if defined(__SSE2__)
+static inline __m128i load_px(const uint8_t *p, unsigned bpp) {
+  uint64_t v = 0;
+  memcpy(&v, p, bpp);
+  return _mm_unpacklo_epi8(_mm_cvtsi64_si128((long long)v), _mm_setzero_si128());
+}
+
+static inline void store_px(uint8_t *p, __m128i v, unsigned bpp) {
+  uint64_t u = (uint64_t)_mm_cvtsi128_si64(_mm_packus_epi16(v, v));
+  memcpy(p, &u, bpp);
+}
+
+static inline __m128i abs16(__m128i x) {
+  return _mm_max_epi16(x, _mm_sub_epi16(_mm_setzero_si128(), x));
+}
+
+/* Paeth on whole pixels of 3..8 bytes at once, in 16-bit lanes: the chain
+ * from pixel to pixel is serial, but the bytes of one pixel are not. */
+static void unfilter_paeth_sse2(uint8_t *out, const uint8_t *in,
+                                const uint8_t *prior, size_t n, unsigned bpp) {
+  __m128i a = _mm_setzero_si128(), c = _mm_setzero_si128();
+  size_t i = 0;
+  for (; i + bpp <= n; i += bpp) {
+    __m128i b = load_px(prior + i, bpp), x = load_px(in + i, bpp);
+    __m128i pa = abs16(_mm_sub_epi16(b, c)), pb = abs16(_mm_sub_epi16(a, c));
+    __m128i pc = abs16(_mm_sub_epi16(_mm_add_epi16(a, b), _mm_add_epi16(c, c)));
+    __m128i use_a = _mm_and_si128(_mm_cmplt_epi16(pa, _mm_add_epi16(pb, _mm_set1_epi16(1))),
+                                  _mm_cmplt_epi16(pa, _mm_add_epi16(pc, _mm_set1_epi16(1))));
+    __m128i use_b = _mm_cmplt_epi16(pb, _mm_add_epi16(pc, _mm_set1_epi16(1)));
+    __m128i pred = _mm_or_si128(_mm_and_si128(use_b, b), _mm_andnot_si128(use_b, c));
+    pred = _mm_or_si128(_mm_and_si128(use_a, a), _mm_andnot_si128(use_a, pred));
+    a = _mm_and_si128(_mm_add_epi16(x, pred), _mm_set1_epi16(0xff));
+    store_px(out + i, a, bpp);
+    c = b;
+  }
+  for (; i < n; i++) {
+    int left = i >= bpp ? out[i - bpp] : 0, ul = i >= bpp ? prior[i - bpp] : 0;
+    out[i] = (uint8_t)(in[i] + paeth(left, prior[i], ul));
+  }
+}
+#endif
+
+static void unfilter_paeth(uint8_t *out, const uint8_t *in,
+                           const uint8_t *prior, size_t n, unsigned bpp) {
+#if defined(__SSE2__)
+  if (bpp >= 3) {
+    unfilter_paeth_sse2(out, in, prior, n, bpp);
+    return;
+  }
+#endif
+  unfilter_paeth_scalar(out, in, prior, n, bpp);
+}
+
+static void unfilter_row(uint8_t *out, const uint8_t *in, const uint8_t *prior,
+                         size_t n, unsigned bpp, unsigned type) {
+  switch (type) {
+  case 0: if (out != in) memcpy(out, in, n); break;
+  case 1: unfilter_sub(out, in, n, bpp); break;
+  case 2: unfilter_up(out, in, prior, n); break;
+  case 3: unfilter_avg(out, in, prior, n, bpp); break;
+  default: unfilter_paeth(out, in, prior, n, bpp); break;
+  }
+}
+
+static int bad_filter(const sl_png_info *info, int pass, uint32_t y,
+                      unsigned type, char *err, size_t errlen) {
+  if (pass < 0)
+    return errf(err, errlen, SL_EFORMAT, "row %" PRIu32 ": invalid filter "
+                "type %u", y, type);
+  return errf(err, errlen, SL_EFORMAT, "Adam7 pass %d row %" PRIu32
+              ": invalid filter type %u (image %" PRIu32 "x%" PRIu32 ")",
+              pass + 1, y, type, info->width, info->height);
+}
+
+/* ---------------------------------------------------------------------
+ * Fast path: rows and passes
+ * --------------------------------------------------------------------- */
+
+/* Non-interlaced, raw format == output format (up to byte order): unfilter
+ * from the inflated buffer straight into dst, the previous dst row being the
+ * prior row. 16-bit rows stay big-endian until the next row has used them. */
+static int decode_direct(const fast_dec *d, const uint8_t *raw,
+                         const uint8_t *zero, uint8_t *dst, char *err,
+                         size_t errlen) {
+  const sl_png_info *info = d->info;
+  size_t rb = info->stride, samples = rb / 2;
+  const uint8_t *prior = zero;
+  for (uint32_t y = 0; y < info->height; y++) {
+    const uint8_t *in = raw + (size_t)y * (rb + 1);
+    uint8_t *out = dst + (size_t)y * info->stride;
+    if (in[0] > 4) return bad_filter(info, -1, y, in[0], err, errlen);
+    unfilter_row(out, in + 1, prior, rb, d->bpp, in[0]);
+    if (d->conv == CONV_SWAP16 && y > 0)
+      swap16(out - info->stride, samples, out - info->stride);
+    prior = out;
+  }
+  if (d->conv == CONV_SWAP16)
+    swap16(dst + (size_t)(info->height - 1) * info->stride, samples,
+           dst + (size_t)(info->height - 1) * info->stride);
+  return 0;
+}
+
+/* Copies the converted pixels of row y of pass p to their places in dst. */
+static void scatter(const fast_dec *d, const uint8_t *tmp, uint32_t pw, int p,
+                    uint32_t y, uint8_t *dst) {
+  size_t px = d->out_px;
+  uint8_t *row = dst + ((size_t)adam7_y0[p] + (size_t)y * adam7_dy[p]) *
+                           d->info->stride;
+  for (uint32_t i = 0; i < pw; i++)
+    memcpy(row + ((size_t)adam7_x0[p] + (size_t)i * adam7_dx[p]) * px,
+           tmp + i * px, px);
+}
+
+/* Unfilters the rows of one pass (p < 0: the whole image) in place in raw
+ * and converts each into dst. @return 0 or SL_EFORMAT. */
+static int decode_pass(const fast_dec *d, uint8_t *raw, int p,
+                       const uint8_t *zero, uint8_t *tmp, uint8_t *dst,
+                       char *err, size_t errlen) {
+  uint32_t pw, ph;
+  pass_size(d->info, p, &pw, &ph);
+  size_t rb = row_bytes(pw, d->bits);
+  const uint8_t *prior = zero;
+  for (uint32_t y = 0; y < ph && pw > 0; y++) {
+    uint8_t *row = raw + (size_t)y * (rb + 1);
+    if (row[0] > 4) return bad_filter(d->info, p, y, row[0], err, errlen);
+    unfilter_row(row + 1, row + 1, prior, rb, d->bpp, row[0]);
+    prior = row + 1;
+    if (p < 0) {
+      convert_row(d, row + 1, pw, dst + (size_t)y * d->info->stride);
+    } else {
+      convert_row(d, row + 1, pw, tmp);
+      scatter(d, tmp, pw, p, y, dst);
+    }
+  }
+  return 0;
+}
+
+/* Turns the inflated rows into the output image. */
+static int unfilter_image(const fast_dec *d, uint8_t *raw, uint8_t *dst,
+                          char *err, size_t errlen) {
+  const sl_png_info *info = d->info;
+  size_t rb = row_bytes(info->width, d->bits);
+  uint8_t *zero = calloc(1, rb + 1);
+  uint8_t *tmp = info->interlace ? malloc(info->stride) : NULL;
+  int rc = 0;
+  if (!zero || (info->interlace && !tmp)) {
+    rc = errf(err, errlen, SL_ENOMEM, "out of memory (row buffers)");
+  } else if (!info->interlace &&
+             (d->conv == CONV_COPY || d->conv == CONV_SWAP16)) {
+    rc = decode_direct(d, raw, zero, dst, err, errlen);
+  } else {
+    for (int p = info->interlace ? 0 : -1; rc == 0 && p < (info->interlace ? 7 : 0); p++) {
+      uint32_t pw, ph;
+      pass_size(info, p, &pw, &ph);
+      rc = decode_pass(d, raw, p, zero, tmp, dst, err, errlen);
+      if (pw && ph) raw += (size_t)ph * (1 + row_bytes(pw, d->bits));
+    }
+  }
+  free(zero);
+  free(tmp);
+  return rc;
+}
+
+/* ---------------------------------------------------------------------
+ * Fast path: inflate
+ * --------------------------------------------------------------------- */
+
+/* "1234 of 5000 rows" (or bytes and pass for Adam7) for `done` raw bytes. */
+static const char *progress(const sl_png_info *info, uint64_t done,
+                            char *buf, size_t len) {
+  if (!info->interlace) {
+    uint64_t per_row = 1 + row_bytes(info->width, raw_bits(info));
+    snprintf(buf, len, "%" PRIu64 " of %" PRIu32 " rows", done / per_row,
+             info->height);
+  } else {
+    snprintf(buf, len, "%" PRIu64 " of %" PRIu64 " bytes (Adam7)", done,
+             raw_size(info));
+  }
+  return buf;
+}
+
+/* Names why the zlib stream z[0..n) did not inflate to exactly `want` bytes,
+ * by running zlib over it into a scratch buffer. @return SL_EFORMAT (message
+ * set), SL_ENOMEM, or 1 when zlib inflates it fine (libdeflate disagreed). */
+static int diagnose_zlib(const uint8_t *z, size_t n, const sl_png_info *info,
+                         uint64_t want, char *err, size_t errlen) {
+  z_stream s;
+  memset(&s, 0, sizeof s);
+  if (inflateInit2(&s, 15) != Z_OK)
+    return errf(err, errlen, SL_ENOMEM, "out of memory (zlib)");
+  uint8_t scratch[16384];
+  uint64_t out = 0;
+  size_t fed = 0;
+  int ret;
+  do {
+    if (s.avail_in == 0 && fed < n) {
+      size_t step = n - fed < (1u << 30) ? n - fed : (1u << 30);
+      s.next_in = (Bytef *)(uintptr_t)(z + fed);
+      s.avail_in = (uInt)step;
+      fed += step;
+    }
+    s.next_out = scratch;
+    s.avail_out = sizeof scratch;
+    ret = inflate(&s, Z_NO_FLUSH);
+    out += sizeof scratch - s.avail_out;
+  } while (ret == Z_OK && out <= want);
+  const char *msg = s.msg ? s.msg : "invalid data";
+  char where[96] = "all image rows"; /* errors past the rows libpng may miss */
+  if (out < want) progress(info, out, where, sizeof where);
+  int rc;
+  if (out > want)
+    rc = errf(err, errlen, SL_EFORMAT, "zlib stream: more image data than "
+              "IHDR declares (%" PRIu64 " bytes expected)", want);
+  else if (ret == Z_STREAM_END)
+    rc = out == want ? 1 : errf(err, errlen, SL_EFORMAT, "truncated: image "
+                                "data ends after %s", where);
+  else if (ret == Z_BUF_ERROR && out == want)
+    rc = errf(err, errlen, SL_EFORMAT, "truncated: zlib stream incomplete "
+              "after all image rows (end marker or adler32 missing)");
+  else if (ret == Z_BUF_ERROR)
+    rc = errf(err, errlen, SL_EFORMAT, "truncated: IDAT data ends after %s",
+              where);
+  else if (ret == Z_MEM_ERROR)
+    rc = errf(err, errlen, SL_ENOMEM, "out of memory (zlib)");
+  else if (ret == Z_NEED_DICT)
+    rc = errf(err, errlen, SL_EFORMAT, "zlib stream: preset dictionary (not "
+              "allowed in PNG)");
+  else if (strcmp(msg, "incorrect data check") == 0)
+    rc = errf(err, errlen, SL_EFORMAT, "zlib stream: adler32 mismatch");
+  else
+    rc = errf(err, errlen, SL_EFORMAT, "zlib stream: %s (after %s)", msg,
+              where);
+  inflateEnd(&s);
+  return rc;
+}
+
+/* The IDAT payloads as one buffer: in place when there is a single IDAT,
+ * else copied into *owned (the caller frees it). */
+static const uint8_t *gather_idat(const uint8_t *b, const png_scan *sc,
+                                  uint8_t **owned) {
+  *owned = NULL;
+  if (sc->idat_chunks == 1) return b + sc->idat_at + 8;
+  uint8_t *z = malloc(sc->idat_bytes ? sc->idat_bytes : 1);
+  if (!z) return NULL;
+  size_t at = sc->idat_at, off = 0;
+  for (uint32_t i = 0; i < sc->idat_chunks; i++) {
+    uint32_t n = be32(b + at);
+    memcpy(z + off, b + at + 8, n);
+    off += n;
+    at += (size_t)n + 12;
+  }
+  *owned = z;
+  return z;
+}
+
+/* True when the zlib stream ended `used` bytes into the IDAT data but not at
+ * the end of an IDAT chunk. Whole IDAT chunks after the stream's end are
+ * ignored, stray bytes inside the stream's last chunk are an error: exactly
+ * libpng's rule (with its benign errors fatal), so both paths agree. */
+static int stray_after_stream(const uint8_t *b, const png_scan *sc,
+                              size_t used) {
+  size_t at = sc->idat_at, end = 0;
+  for (uint32_t i = 0; i < sc->idat_chunks && end < used; i++) {
+    uint32_t n = be32(b + at);
+    end += n;
+    at += (size_t)n + 12;
+  }
+  return end != used;
+}
+
+/* Inflates all IDAT data into raw[0..want). @return 0, 1 when libpng must
+ * decode instead, SL_EFORMAT or SL_ENOMEM. */
+static int inflate_idat(const uint8_t *b, const png_scan *sc,
+                        const sl_png_info *info, uint8_t *raw, size_t want,
+                        char *err, size_t errlen) {
+  uint8_t *owned;
+  const uint8_t *z = gather_idat(b, sc, &owned);
+  if (!z) return errf(err, errlen, SL_ENOMEM, "out of memory (IDAT data)");
+  struct libdeflate_decompressor *dc = libdeflate_alloc_decompressor();
+  if (!dc) {
+    free(owned);
+    return errf(err, errlen, SL_ENOMEM, "out of memory (libdeflate)");
+  }
+  size_t used = 0;
+  enum libdeflate_result r = libdeflate_zlib_decompress_ex(
+      dc, z, sc->idat_bytes, raw, want, &used, NULL);
+  libdeflate_free_decompressor(dc);
+  int rc = 0;
+  if (r != LIBDEFLATE_SUCCESS)
+    rc = diagnose_zlib(z, sc->idat_bytes, info, want, err, errlen);
+  else if (stray_after_stream(b, sc, used))
+    rc = errf(err, errlen, SL_EFORMAT, "IDAT: stray bytes after the end of "
+              "the zlib stream (%zu of %zu IDAT bytes used)", used,
+              sc->idat_bytes);
+  free(owned);
+  return rc;
+}
+
+static int libpng_decode(const uint8_t *b, size_t len, const sl_png_info *info,
+                         uint8_t *dst, char *err, size_t errlen);
+
+int sl_png_decode(const void *buf, size_t len, const sl_png_info *info,
+                  void *dst, char *err, size_t errlen) {
+  sl_png_info fresh;
+  png_scan sc;
+  int rc = rescan(buf, len, info, &fresh, &sc, err, errlen);
+  if (rc < 0) return rc;
+  size_t want = (size_t)raw_size(&fresh);
+  uint8_t *raw = malloc(want);
+  if (!raw) return errf(err, errlen, SL_ENOMEM, "out of memory (%zu bytes of "
+                        "image data)", want);
+  rc = inflate_idat(buf, &sc, &fresh, raw, want, err, errlen);
+  if (rc == 0) {
+    fast_dec d;
+    setup_fast(&d, &fresh, &sc);
+    rc = unfilter_image(&d, raw, dst, err, errlen);
+  }
+  free(raw);
+  if (rc == 1) /* zlib accepts what libdeflate refused: let libpng decide */
+    rc = libpng_decode(buf, len, &fresh, dst, err, errlen);
+  return rc;
+}
+
+/* ---------------------------------------------------------------------
+ * Reference path: libpng
+ * --------------------------------------------------------------------- */
+
+/* Per-call state reachable from libpng's callbacks. */
+typedef struct lp_ctx {
+  const uint8_t *buf;
+  size_t len, pos;
+  char *err;
+  size_t errlen;
+} lp_ctx;
+
+static void lp_error(png_structp png, png_const_charp msg) {
+  lp_ctx *c = png_get_error_ptr(png);
+  errf(c->err, c->errlen, SL_EFORMAT, "%s", msg);
+  png_longjmp(png, 1);
+}
+
+/* Warnings left after our settings (an ancillary chunk's CRC) are not
+ * errors; they are dropped rather than printed. */
+static void lp_warning(png_structp png, png_const_charp msg) {
+  (void)png;
+  (void)msg;
+}
+
+static void lp_read(png_structp png, png_bytep out, size_t n) {
+  lp_ctx *c = png_get_io_ptr(png);
+  if (n > c->len - c->pos) png_error(png, "truncated: read beyond end of data");
+  memcpy(out, c->buf + c->pos, n);
+  c->pos += n;
+}
+
+/* Limits and strictness: see the file comment. No chunk is stored, so no
+ * per-chunk allocation limit is needed beyond PLTE/tRNS's own sizes (a lower
+ * chunk_malloc_max would make libpng refuse legitimate large iCCP/iTXt
+ * chunks that it never reads). */
+static void lp_configure(png_structp png) {
+  png_set_user_limits(png, U31_MAX, U31_MAX);
+  png_set_chunk_malloc_max(png, 0);
+  png_set_chunk_cache_max(png, 0);
+  png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, NULL, -1);
+  png_set_benign_errors(png, 0);
+  png_set_check_for_invalid_index(png, 0);
+  png_set_option(png, PNG_MAXIMUM_INFLATE_WINDOW, PNG_OPTION_ON);
+}
+
+/* Everything between setjmp and the end of the image; a libpng error
+ * longjmps back here. No local is modified after setjmp and used after the
+ * jump, and nothing is allocated outside libpng's structs. */
+static int lp_run(png_structp png, png_infop pi, const sl_png_info *info,
+                  uint8_t *dst) {
+  if (setjmp(png_jmpbuf(png))) return SL_EFORMAT;
+  png_read_info(png, pi);
+  int ct = png_get_color_type(png, pi), bd = png_get_bit_depth(png, pi);
+  if (ct == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
+  if (ct == PNG_COLOR_TYPE_GRAY && bd < 8) png_set_expand_gray_1_2_4_to_8(png);
+  if (png_get_valid(png, pi, PNG_INFO_tRNS)) png_set_tRNS_to_alpha(png);
+  const uint16_t one = 1;
+  if (bd == 16 && *(const uint8_t *)&one == 1) png_set_swap(png);
+  int passes = png_set_interlace_handling(png);
+  png_read_update_info(png, pi);
+  if (png_get_rowbytes(png, pi) != info->stride ||
+      png_get_channels(png, pi) != info->channels ||
+      png_get_bit_depth(png, pi) != info->depth)
+    png_error(png, "internal: libpng output format differs from probe's");
+  for (int p = 0; p < passes; p++)
+    for (uint32_t y = 0; y < info->height; y++)
+      png_read_row(png, dst + (size_t)y * info->stride, NULL);
+  png_read_end(png, pi);
+  return 0;
+}
+
+static int libpng_decode(const uint8_t *b, size_t len, const sl_png_info *info,
+                         uint8_t *dst, char *err, size_t errlen) {
+  lp_ctx ctx = {b, len, 0, err, errlen};
+  png_structp png =
+      png_create_read_struct(PNG_LIBPNG_VER_STRING, &ctx, lp_error, lp_warning);
+  if (!png) return errf(err, errlen, SL_ENOMEM, "out of memory (libpng)");
+  png_infop pi = png_create_info_struct(png);
+  if (!pi) {
+    png_destroy_read_struct(&png, NULL, NULL);
+    return errf(err, errlen, SL_ENOMEM, "out of memory (libpng)");
+  }
+  lp_configure(png);
+  png_set_read_fn(png, &ctx, lp_read);
+  int rc = lp_run(png, pi, info, dst);
+  png_destroy_read_struct(&png, &pi, NULL);
+  return rc;
+}
+
+int sl_png_decode_libpng(const void *buf, size_t len, const sl_png_info *info,
+                         void *dst, char *err, size_t errlen) {
+  sl_png_info fresh;
+  png_scan sc;
+  int rc = rescan(buf, len, info, &fresh, &sc, err, errlen);
+  if (rc < 0) return rc;
+  return libpng_decode(buf, len, &fresh, dst, err, errlen);
+}

@@ -1,0 +1,16 @@
+/*
+ * stages_internal.h -- definitions shared between the files of stages/.
+ * Private to the library: every stage file exports its sl_stage_def here and
+ * stages_register.c adds them all. Only the public "sluice.h" is used.
+ */
+#ifndef SLUICE_STAGES_INTERNAL_H
+#define SLUICE_STAGES_INTERNAL_H
+
+#include "sluice.h"
+
+extern const sl_stage_def sl__stage_gen;      /* gen.c */
+extern const sl_stage_def sl__stage_identity; /* identity.c */
+extern const sl_stage_def sl__stage_discard;  /* discard.c */
+extern const sl_stage_def sl__stage_resize;   /* resize.c */
+
+#endif
