@@ -35,6 +35,8 @@ static const char usage_text[] =
     "  --threads N        core budget (default: OMP_NUM_THREADS or all cores)\n"
     "  --memory SIZE      arena budget for payloads, e.g. 512MiB (default 1GiB)\n"
     "  --queue N          default queue capacity in items (default 128)\n"
+    "  --queue-bytes SIZE payload a queue may hold before it counts as full\n"
+    "                     (default 16MiB; an empty queue always takes one item)\n"
     "  --on-error POLICY  skip (default): record the item and go on;\n"
     "                     stop: end the run at the first failed item\n"
     "  --retries N        extra attempts for a failed item (default 0)\n"
@@ -97,6 +99,13 @@ static int apply_option(cli *c, const char *name, const char *val) {
     if (parse_uint(name, val, 1000000, &v) < 0) return -1;
     if (v == 0) return usage_error("--queue must be at least 1", ""), -1;
     c->opt.queue_capacity = v;
+  } else if (strcmp(name, "--queue-bytes") == 0) {
+    uint64_t b;
+    if (sl_parse_size(val, &b) < 0 || b == 0) {
+      fprintf(stderr, "sluice: --queue-bytes: '%s' is not a size above 0 (e.g. 64MiB)\n", val);
+      return -1;
+    }
+    c->opt.queue_bytes = b;
   } else if (strcmp(name, "--on-error") == 0) {
     if (strcmp(val, "skip") == 0) c->opt.on_error = SL_ON_ERROR_SKIP;
     else if (strcmp(val, "stop") == 0) c->opt.on_error = SL_ON_ERROR_STOP;
@@ -117,7 +126,7 @@ static int apply_option(cli *c, const char *name, const char *val) {
 }
 
 static bool takes_value(const char *name) {
-  static const char *const with[] = {"--threads", "--memory", "--queue",
+  static const char *const with[] = {"--threads", "--memory", "--queue", "--queue-bytes",
                                      "--on-error", "--retries", "--journal",
                                      "--stats-json", "--trace"};
   for (size_t i = 0; i < sizeof with / sizeof with[0]; i++)

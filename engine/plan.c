@@ -26,6 +26,10 @@ size_t sl__stage_queue(const sl_stage *st, const sl_run_options *opt) {
   return opt && opt->queue_capacity ? opt->queue_capacity : SL__DEFAULT_QUEUE;
 }
 
+uint64_t sl__queue_bytes(const sl_run_options *opt) {
+  return opt && opt->queue_bytes ? opt->queue_bytes : SL__DEFAULT_QUEUE_BYTES;
+}
+
 static void fmt_size(char *buf, size_t n, uint64_t b) {
   const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   double v = (double)b;
@@ -48,11 +52,26 @@ static uint64_t out_item_bytes(sl_pipeline *p, size_t i) {
   }
 }
 
-/* Items a stage holds in hand besides its queues. */
-static unsigned in_hand(const sl_stage *st, unsigned workers) {
-  if (st->def->flags & SL_STAGE_SOURCE) return SL__BATCH_MAX;
-  if (st->def->exec == SL_EXEC_IO) return workers;
-  return SL__BATCH_MAX;
+static uint64_t min64(uint64_t a, uint64_t b) { return a < b ? a : b; }
+
+/* Bytes a queue can hold: its item capacity, or its byte limit plus the
+ * one item that may cross it. */
+static uint64_t queue_bound(const sl_stage *st, const sl_run_options *opt,
+                            uint64_t ib) {
+  return min64((uint64_t)sl__stage_queue(st, opt) * ib, sl__queue_bytes(opt) + ib);
+}
+
+/* Bytes stage i holds in hand besides its queues: a source's unflushed
+ * batch; an io stage's items in its workers (and reorder window); a cpu
+ * stage's popped batch, which cannot exceed what its input queue held. */
+static uint64_t in_hand(sl_pipeline *p, size_t i, unsigned workers,
+                        const sl_run_options *opt, uint64_t ib) {
+  const sl_stage *st = p->stages[i];
+  if (st->def->flags & SL_STAGE_SOURCE)
+    return min64(SL__BATCH_MAX * ib, SL__BATCH_BYTES + ib);
+  uint64_t in_ib = out_item_bytes(p, i - 1);
+  if (st->def->exec == SL_EXEC_IO) return (uint64_t)(3 * workers + 8) * in_ib;
+  return queue_bound(p->stages[i - 1], opt, in_ib);
 }
 
 int sl_pipeline_plan(sl_pipeline *p, const sl_run_options *opt, FILE *out) {
@@ -85,8 +104,8 @@ int sl_pipeline_plan(sl_pipeline *p, const sl_run_options *opt, FILE *out) {
     if (last) continue;
     uint64_t ib = out_item_bytes(p, i);
     if (!ib && st->out_kind != SL_KIND_NONE) known = false;
-    queued += (uint64_t)sl__stage_queue(st, opt) * ib;
-    hand += (uint64_t)in_hand(st, w) * ib;
+    queued += queue_bound(st, opt, ib);
+    hand += in_hand(p, i, w, opt, ib);
   }
   uint64_t hard = 2 * budget, bound = known && queued + hand < hard ? queued + hand : hard;
   char b1[24], b2[24], b3[24], b4[24];
@@ -94,7 +113,9 @@ int sl_pipeline_plan(sl_pipeline *p, const sl_run_options *opt, FILE *out) {
   fmt_size(b2, sizeof b2, bound);
   fmt_size(b3, sizeof b3, queued);
   fmt_size(b4, sizeof b4, hand);
-  fprintf(out, "memory: arena budget %s (--memory)\n", b1);
+  char b5[24];
+  fmt_size(b5, sizeof b5, sl__queue_bytes(opt));
+  fprintf(out, "memory: arena budget %s (--memory), queues up to %s each (--queue-bytes)\n", b1, b5);
   if (known)
     fprintf(out, "worst case: %s of payload (queues %s + in flight %s, capped at twice the budget)\n",
             b2, b3, b4);

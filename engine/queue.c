@@ -17,6 +17,10 @@
  *     and waiters re-check the predicate, so no wake-up is lost.
  *   - popped counts every element ever handed to a consumer; it is the pop
  *     ticket of the next element popped.
+ *   - with a byte limit, `bytes` is the sum of weigh() over queued elements;
+ *     the queue counts as full when bytes >= byte_limit and len > 0 (an
+ *     empty queue always takes one element, however heavy, so progress is
+ *     never blocked by a single large item).
  *   - once closed, nothing is ever pushed again. Once abandoned (implies
  *     closed), consumers get nothing more: the abandoning thread owns and
  *     disposes whatever is left.
@@ -39,6 +43,9 @@ struct sl_queue {
   uint64_t pushed, popped;
   uint64_t blocked_ns, starved_ns;
   size_t max_depth;
+  /* Optional byte limit: weigh(elem) bytes are counted while queued. */
+  size_t (*weigh)(const void *elem);
+  uint64_t byte_limit, bytes;
 };
 
 /* For tests only (declared in tests/test_queue.c, not in any header):
@@ -69,7 +76,39 @@ static void *ring_take_one(sl_queue *q) {
   void *e = q->ring[q->head];
   if (++q->head == q->cap) q->head = 0;
   q->len--;
+  if (q->weigh) q->bytes -= q->weigh(e);
   return e;
+}
+
+/* How many of src[0..n) may be pushed now. Caller holds the lock. */
+static size_t room_for(const sl_queue *q, void *const *src, size_t n) {
+  size_t k = q->cap - q->len;
+  if (k > n) k = n;
+  if (!q->weigh || !q->byte_limit) return k;
+  uint64_t bytes = q->bytes;
+  size_t len = q->len, i = 0;
+  while (i < k && (len == 0 || bytes < q->byte_limit)) {
+    bytes += q->weigh(src[i++]);
+    len++;
+  }
+  return i;
+}
+
+static bool is_full(const sl_queue *q) {
+  return q->len == q->cap ||
+         (q->weigh && q->byte_limit && q->len > 0 && q->bytes >= q->byte_limit);
+}
+
+void sl_queue_set_byte_limit(sl_queue *q, uint64_t limit,
+                             size_t (*weigh)(const void *elem)) {
+  sl__mutex_lock(&q->lock);
+  q->bytes = 0;
+  for (size_t i = 0; weigh && i < q->len; i++)
+    q->bytes += weigh(q->ring[(q->head + i) % q->cap]);
+  q->weigh = weigh;
+  q->byte_limit = weigh ? limit : 0;
+  if (q->waiting_producers) sl__cond_broadcast(&q->not_full);
+  sl__mutex_unlock(&q->lock);
 }
 
 void sl_queue_destroy(sl_queue *q, void (*dispose)(void *)) {
@@ -95,6 +134,7 @@ static void ring_put(sl_queue *q, void *const *src, size_t n) {
   if (first > n) first = n;
   memcpy(q->ring + tail, src, first * sizeof *src);
   memcpy(q->ring, src + first, (n - first) * sizeof *src);
+  for (size_t i = 0; q->weigh && i < n; i++) q->bytes += q->weigh(src[i]);
   q->len += n;
   q->pushed += n;
   if (q->len > q->max_depth) q->max_depth = q->len;
@@ -107,6 +147,7 @@ static void ring_take(sl_queue *q, void **dst, size_t n) {
   if (first > n) first = n;
   memcpy(dst, q->ring + q->head, first * sizeof *dst);
   memcpy(dst + first, q->ring, (n - first) * sizeof *dst);
+  for (size_t i = 0; q->weigh && i < n; i++) q->bytes -= q->weigh(dst[i]);
   q->head += n;
   if (q->head >= q->cap) q->head -= q->cap;
   q->len -= n;
@@ -128,12 +169,12 @@ static void wake(pthread_cond_t *c, unsigned waiters, size_t n) {
 /* Waits while the queue is full and open. Caller holds the lock; the time
  * is measured only when the thread really waits. */
 static void wait_for_space(sl_queue *q) {
-  if (q->len < q->cap || q->closed) return;
+  if (!is_full(q) || q->closed) return;
   uint64_t t0 = sl_now_ns();
   q->waiting_producers++;
   do {
     sl__cond_wait(&q->not_full, &q->lock);
-  } while (q->len == q->cap && !q->closed);
+  } while (is_full(q) && !q->closed);
   q->waiting_producers--;
   q->blocked_ns += sl_now_ns() - t0;
 }
@@ -168,7 +209,7 @@ int sl_queue_try_push(sl_queue *q, void *elem) {
   int rc = 0;
   if (q->closed) {
     rc = SL_ECLOSED;
-  } else if (q->len == q->cap) {
+  } else if (is_full(q)) {
     rc = SL_EAGAIN;
   } else {
     ring_put(q, &elem, 1);
@@ -190,8 +231,7 @@ int sl_queue_push_many(sl_queue *q, void *const *elems, size_t n,
       break;
     }
     /* Push what fits now and let consumers at it before waiting for more. */
-    size_t k = q->cap - q->len;
-    if (k > n - done) k = n - done;
+    size_t k = room_for(q, elems + done, n - done);
     ring_put(q, elems + done, k);
     wake(&q->not_empty, q->waiting_consumers, k);
     done += k;

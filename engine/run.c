@@ -468,6 +468,10 @@ static void io_worker_main(void *arg) {
 /* ---------------------------------------------------------------------- */
 /* create / execute / destroy                                              */
 
+static size_t item_weight(const void *item) {
+  return ((const sl_item *)item)->payload.size;
+}
+
 static int build_stage(sl_run *r, size_t i) {
   sl__rt *rt = &r->rt[i];
   rt->st = r->p->stages[i];
@@ -484,6 +488,7 @@ static int build_stage(sl_run *r, size_t i) {
   if (i + 1 < r->n) {
     int rc = sl_queue_create(&rt->out, sl__stage_queue(rt->st, &r->opt));
     if (rc < 0) return rc;
+    sl_queue_set_byte_limit(rt->out, sl__queue_bytes(&r->opt), item_weight);
   }
   if (i > 0) rt->in = r->rt[i - 1].out;
   if (rt->def->exec == SL_EXEC_IO && rt->nworkers > 1 &&

@@ -19,6 +19,7 @@ typedef struct sl__journal sl__journal;
 #define SL__BATCH_MAX 64u             /* items moved per queue operation */
 #define SL__BATCH_BYTES (256u << 10)  /* a source flushes a batch past this */
 #define SL__DEFAULT_MEMORY (1ull << 30)
+#define SL__DEFAULT_QUEUE_BYTES (16ull << 20) /* per queue, see queue.c */
 #define SL__TRACE_MAX_EVENTS 200000u
 
 /* One trace event (Chrome "X" complete event). */
@@ -145,5 +146,6 @@ int sl__bottleneck(sl_run *r, double wall_s);
 /* plan.c */
 unsigned sl__stage_workers(const sl_stage *st, unsigned threads);
 size_t sl__stage_queue(const sl_stage *st, const sl_run_options *opt);
+uint64_t sl__queue_bytes(const sl_run_options *opt);
 
 #endif

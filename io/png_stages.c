@@ -92,7 +92,7 @@ static const sl_param_def decode_params_table[] = {
      "images with more pixels fail (their item only) before any memory is "
      "allocated; the default is Pillow's decompression-bomb error limit"},
     {"max_bytes", SL_PARAM_SIZE, offsetof(decode_params, max_bytes), "2GiB", 1,
-     1.8e19, NULL,
+     1152921504606846976.0 /* 1 EiB */, NULL,
      "images whose decoded pixels would take more bytes fail the same way"},
     SL_PARAM_END,
 };

@@ -40,14 +40,21 @@ static int spin(sl_worker *w, int64_t us) {
  * @return 0, or SL_ECANCELED when the run stops meanwhile. */
 static int nap(sl_worker *w, int64_t us) {
   uint64_t end = sl_now_ns() + (uint64_t)us * 1000;
+  int rc = 0;
+  /* A sleeping thread is not using its core: give the token back. */
+  sl_worker_blocking_begin(w);
   for (uint64_t now = sl_now_ns(); now < end; now = sl_now_ns()) {
-    if (sl_worker_canceled(w)) return SL_ECANCELED;
+    if (sl_worker_canceled(w)) {
+      rc = SL_ECANCELED;
+      break;
+    }
     uint64_t left = end - now < SLICE_NS ? end - now : SLICE_NS;
     struct timespec ts = {(time_t)(left / 1000000000u),
                           (long)(left % 1000000000u)};
     nanosleep(&ts, NULL); /* EINTR: the loop recomputes what is left */
   }
-  return 0;
+  sl_worker_blocking_end(w);
+  return rc;
 }
 
 /* Deterministic failure injection: items whose 1-based index is a multiple

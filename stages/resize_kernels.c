@@ -124,33 +124,35 @@ static void set_single(sl__rs_table *t, uint32_t i, uint32_t at) {
 
 /* Pillow's rule for output i: source samples whose rounded window
  * [center - support, center + support) overlaps, weighed by the kernel at
- * their centre's distance, scaled by 1/fscale, then normalised. Exact
- * zeros at either end are trimmed (they cost time and change nothing).
- * `tmp` holds t->stride doubles. */
+ * their centre's distance, scaled by 1/fscale, then normalised. Zero
+ * weights at the ends are kept: trimming them would let windows move
+ * backwards (bicubic is zero at distance 1), and the passes rely on
+ * windows whose both ends never decrease.
+ * A partial last sample (`last`, the width it stands for, < 1 after a
+ * pre-shrink whose last block is short) is weighed at its true centre and
+ * by its width, so the pre-shrink keeps the geometry exact at that edge
+ * too. `tmp` holds t->stride doubles. */
 static void fill_weights(sl__rs_table *t, uint32_t i, sl__rs_filter f,
                          double center, double support, double fscale,
-                         double *tmp) {
+                         double last, double *tmp) {
+  const uint32_t n = t->in_size;
   double lo = center - support + 0.5, hi = center + support + 0.5;
   uint32_t xmin = lo <= 0.0 ? 0 : (uint32_t)lo;
-  uint32_t xmax = hi >= (double)t->in_size ? t->in_size : (uint32_t)hi;
-  if (xmax > xmin + t->stride) xmax = xmin + t->stride; /* cannot happen */
+  uint32_t xmax = hi >= (double)n ? n : (uint32_t)hi;
+  if (last < 1.0 && center + support > n - 1 + last / 2) xmax = n;
+  if (xmin >= n) xmin = n - 1; /* cannot happen: center < in_extent */
+  if (xmax <= xmin) xmax = xmin + 1;
+  if (xmax > xmin + t->stride) xmax = xmin + t->stride;
   double sum = 0.0;
   for (uint32_t x = xmin; x < xmax; x++) {
-    tmp[x - xmin] = sl__rs_filter_eval(f, (x + 0.5 - center) / fscale);
+    bool part = x == n - 1 && last < 1.0;
+    double at = part ? x + last / 2 : x + 0.5;
+    tmp[x - xmin] = sl__rs_filter_eval(f, (at - center) / fscale) * (part ? last : 1.0);
     sum += tmp[x - xmin];
   }
-  while (xmin < xmax && tmp[0] == 0.0) { /* trim leading zeros */
-    memmove(tmp, tmp + 1, (xmax - xmin - 1) * sizeof *tmp);
-    xmin++;
-  }
-  while (xmax > xmin && tmp[xmax - xmin - 1] == 0.0) xmax--;
-  if (xmax == xmin || sum == 0.0) { /* degenerate: nearest sample */
-    uint32_t c = (uint32_t)center;
-    set_single(t, i, c < t->in_size ? c : t->in_size - 1);
-    return;
-  }
   float *w = t->w + (size_t)i * t->stride;
-  for (uint32_t k = 0; k < xmax - xmin; k++) w[k] = (float)(tmp[k] / sum);
+  for (uint32_t k = 0; k < xmax - xmin; k++) /* sum 0 cannot happen either */
+    w[k] = (float)(sum != 0.0 ? tmp[k] / sum : 1.0 / (xmax - xmin));
   t->first[i] = xmin;
   t->count[i] = xmax - xmin;
 }
@@ -176,22 +178,28 @@ int sl__rs_table_init(sl__rs_table *t, sl__rs_filter f, uint32_t in_size,
   double fscale = scale < 1.0 ? 1.0 : scale;
   double support = sl__rs_filter_support(f) * fscale;
   bool single = f == SL__RS_NEAREST || t->identity;
-  uint32_t stride = single ? 1 : (uint32_t)ceil(support) * 2 + 1;
+  /* +2: Pillow's 2*ceil(support)+1, and room for a partial last sample */
+  uint32_t stride = single ? 1 : (uint32_t)ceil(support) * 2 + 2;
+  double last = in_extent - (in_size - 1);
+  last = last > 0.0 && last < 1.0 ? last : 1.0;
   double *tmp = single ? NULL : malloc(stride * sizeof *tmp);
   if (table_alloc(t, stride) < 0 || (!single && !tmp)) {
     free(tmp);
     sl__rs_table_free(t);
     return SL_ENOMEM;
   }
-  for (uint32_t i = 0; i < out_size; i++) {
+  double step = scale * 0.5; /* nearest: Pillow steps by adding the scale */
+  for (uint32_t i = 0; i < out_size; i++, step += scale) {
     double center = (i + 0.5) * scale;
     if (t->identity) {
       set_single(t, i, i);
-    } else if (f == SL__RS_NEAREST) { /* Pillow: floor of the centre */
-      uint32_t c = (uint32_t)center;
+    } else if (f == SL__RS_NEAREST) {
+      /* floor of the centre, accumulated exactly as Pillow's affine
+       * nearest scaler does, so exact-integer centres round the same way */
+      uint32_t c = (uint32_t)step;
       set_single(t, i, c < in_size ? c : in_size - 1);
     } else {
-      fill_weights(t, i, f, center, support, fscale, tmp);
+      fill_weights(t, i, f, center, support, fscale, last, tmp);
     }
     if (t->count[i] > t->max_count) t->max_count = t->count[i];
   }

@@ -14,8 +14,16 @@ foreach(_line IN LISTS _lines)
   string(REPLACE " " ";" _parts "${_line}")
   list(GET _parts 0 _name)
   list(GET _parts 1 _label)
+  # "e2e,serial": labels are comma separated; "serial" runs the case alone
+  # (cases that measure memory or time must not share the machine).
+  string(REPLACE "," ";" _label "${_label}")
+  set(_serial FALSE)
+  list(FIND _label "serial" _at)
+  if(NOT _at EQUAL -1)
+    set(_serial TRUE)
+  endif()
   add_test(${SL_TEST_PREFIX}.${_name} ${SL_TEST_EXE} ${_name})
   set_tests_properties(${SL_TEST_PREFIX}.${_name} PROPERTIES LABELS "${_label}"
-    TIMEOUT ${SL_TEST_TIMEOUT}
+    TIMEOUT ${SL_TEST_TIMEOUT} RUN_SERIAL ${_serial}
     ENVIRONMENT "SLUICE_SHARED=${SL_SHARED_DIR};SLUICE_BIN=${SL_SLUICE_BIN};SLUICE_SOURCE_DIR=${SL_SOURCE_DIR}")
 endforeach()

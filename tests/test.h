@@ -19,7 +19,8 @@
 typedef struct sl_test_case {
   const char *name;
   void (*fn)(void);
-  const char *label; /* unit, stress, e2e, conformance, slow */
+  const char *label; /* unit, stress, e2e, conformance, slow; comma-separated,
+                        "serial" = run alone (see discover.cmake) */
 } sl_test_case;
 
 #define TEST(name) static void test_##name(void)

@@ -170,6 +170,8 @@ typedef struct sl_run_options {
   const char *trace_path;      /* Chrome trace-event JSON; NULL = none */
   sl_progress progress;        /* progress bar on stderr */
   FILE *report;                /* end-of-run summary; NULL = none */
+  uint64_t queue_bytes;        /* payload bytes a queue may hold before it
+                                  counts as full; 0 = default (16 MiB) */
 } sl_run_options;
 
 SL_API void sl_run_options_init(sl_run_options *opt);
@@ -551,6 +553,12 @@ SL_API int sl_queue_try_pop(sl_queue *q, void **elem);
  * @return 0 with *n >= 1, or SL_ECLOSED with *n == 0. */
 SL_API int sl_queue_pop_many(sl_queue *q, void **elems, size_t max, size_t *n,
                              uint64_t *ticket);
+/* Adds a byte limit: weigh(elem) gives an element's bytes; the queue counts
+ * as full while it holds at least `limit` bytes and one element or more
+ * (an empty queue always accepts one element). limit 0 or weigh NULL
+ * removes it. Call before the queue is shared, or at any time (thread-safe). */
+SL_API void sl_queue_set_byte_limit(sl_queue *q, uint64_t limit,
+                                    size_t (*weigh)(const void *elem));
 /* No more pushes (they fail with SL_ECLOSED); pops drain what is left. */
 SL_API void sl_queue_close(sl_queue *q);
 /* Close and drop: remaining elements go to dispose now, every waiter wakes. */
