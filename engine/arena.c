@@ -86,6 +86,8 @@
 #define DEFAULT_BUDGET ((uint64_t)1 << 30)
 #define DEFAULT_SEGMENT ((uint64_t)64 << 20)
 #define MAX_SEGMENT ((uint64_t)1 << 56)
+#define SEG_CACHE_MAX 8u                   /* cached dedicated segments */
+#define SEG_CACHE_CAP ((uint64_t)1 << 30) /* cached bytes (and <= budget/2) */
 
 typedef struct segment {
   uint32_t id;            /* slot in arena->segs */
@@ -93,8 +95,10 @@ typedef struct segment {
   char *base;             /* our mapping */
   uint64_t size;          /* bytes, a page multiple */
   uint64_t live;          /* allocated chunks */
-  bool dedicated;         /* holds exactly one block */
-  struct sl_block *first; /* chunk at offset 0; chunks tile the segment */
+  bool dedicated;         /* holds at most one block */
+  struct sl_block *first; /* chunk at offset 0; chunks tile the segment;
+                             NULL for a cached dedicated segment */
+  struct segment *next;   /* in a list of segments to close */
 } segment;
 
 /* A chunk descriptor; the user's handle while allocated. */
@@ -128,6 +132,9 @@ struct sl_arena {
   sl_block *bins[FL_COUNT][SL_COUNT];
   sl_block *cache; /* unused descriptors, linked by free_next */
   size_t ncached;
+  segment *seg_cache[SEG_CACHE_MAX]; /* free dedicated segments, oldest first */
+  uint32_t nseg_cache;
+  uint64_t seg_cache_bytes, seg_cache_cap;
 };
 
 /* ---- small helpers --------------------------------------------------- */
@@ -180,9 +187,10 @@ static int shm_create(void) {
   return -EEXIST;
 }
 
-/* Creates, reserves and maps a segment of `size` bytes (page multiple).
- * No lock needed. @return 0 with *out owned by the caller, or -errno. */
-static int segment_open(uint64_t size, segment **out) {
+/* Creates, reserves and maps a segment of `size` bytes (page multiple);
+ * `populate` maps every page at once (see the design comment). No lock
+ * needed. @return 0 with *out owned by the caller, or -errno. */
+static int segment_open(uint64_t size, bool populate, segment **out) {
   if (size > (uint64_t)INT64_MAX || size > (uint64_t)SIZE_MAX) return -EFBIG;
   segment *s = calloc(1, sizeof *s);
   if (!s) return SL_ENOMEM;
@@ -201,7 +209,8 @@ static int segment_open(uint64_t size, segment **out) {
     rc = -rc;
     goto fail;
   }
-  void *p = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  int flags = MAP_SHARED | (populate ? MAP_POPULATE : 0);
+  void *p = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, flags, fd, 0);
   if (p == MAP_FAILED) {
     rc = -errno;
     goto fail;
@@ -222,6 +231,25 @@ static void segment_close(segment *s) {
   munmap(s->base, (size_t)s->size);
   close(s->fd);
   free(s);
+}
+
+/* segment_close for each segment of a list linked by `next`. Unlocked. */
+static void segment_close_all(segment *list) {
+  while (list) {
+    segment *next = list->next;
+    segment_close(list);
+    list = next;
+  }
+}
+
+/* Shrinks `s` (a cached dedicated segment the caller took out of the cache)
+ * to `size` bytes, giving the tail's memory back. Unlocked. If truncating
+ * fails the segment just stays bigger, which is still correct. */
+static void segment_trim(segment *s, uint64_t size) {
+  if (ftruncate(s->fd, (off_t)size) != 0) return;
+  /* Our mapping of the tail must go too: touching it would now SIGBUS. */
+  munmap(s->base + size, (size_t)(s->size - size));
+  s->size = size;
 }
 
 /* Puts `s` in the lowest free slot, which becomes its id. Locked.
@@ -246,6 +274,93 @@ static int segment_attach(sl_arena *a, segment *s) {
 static void segment_detach(sl_arena *a, segment *s) {
   a->segs[s->id] = NULL;
   a->nsegs--;
+}
+
+/* ---- cache of dedicated segments (locked unless said) ---------------- */
+
+/* The segment size for a dedicated block of `cost` bytes: rounded up to one
+ * of 8 size classes per power of two (at most 12.5% more), then to pages,
+ * so blocks of similar sizes can reuse each other's segments. */
+static uint64_t dedicated_size(const sl_arena *a, uint64_t cost) {
+  unsigned b = floor_log2(cost);
+  uint64_t step = b > 3 ? (uint64_t)1 << (b - 3) : 1;
+  return round_up(round_up(cost, step), a->page);
+}
+
+/* Removes entry i, keeping the others oldest first. @return it. */
+static segment *cache_remove(sl_arena *a, uint32_t i) {
+  segment *s = a->seg_cache[i];
+  memmove(&a->seg_cache[i], &a->seg_cache[i + 1],
+          (a->nseg_cache - i - 1) * sizeof *a->seg_cache);
+  a->nseg_cache--;
+  a->seg_cache_bytes -= s->size;
+  return s;
+}
+
+/* The smallest cached segment of `need` to 2 * `need` bytes, taken out of
+ * the cache (it keeps its id and table slot) for the caller; or NULL. */
+static segment *cache_take(sl_arena *a, uint64_t need) {
+  uint32_t best = UINT32_MAX;
+  for (uint32_t i = 0; i < a->nseg_cache; i++) {
+    uint64_t size = a->seg_cache[i]->size;
+    if (size >= need && size - need <= need &&
+        (best == UINT32_MAX || size < a->seg_cache[best]->size))
+      best = i;
+  }
+  return best == UINT32_MAX ? NULL : cache_remove(a, best);
+}
+
+/* Keeps the emptied dedicated segment `s` for reuse, dropping the oldest
+ * cached ones while the cache would exceed its count or byte cap.
+ * @return the segments dropped (detached, linked by `next`; maybe `s`
+ * itself when it alone exceeds the cap) for the caller to close unlocked. */
+static segment *cache_put(sl_arena *a, segment *s) {
+  segment *gone = NULL;
+  s->first = NULL;
+  s->live = 0;
+  s->next = NULL;
+  if (s->size > a->seg_cache_cap) {
+    segment_detach(a, s);
+    return s;
+  }
+  while (a->nseg_cache == SEG_CACHE_MAX ||
+         a->seg_cache_bytes + s->size > a->seg_cache_cap) {
+    segment *old = cache_remove(a, 0);
+    segment_detach(a, old);
+    old->next = gone;
+    gone = old;
+  }
+  a->seg_cache[a->nseg_cache++] = s;
+  a->seg_cache_bytes += s->size;
+  return gone;
+}
+
+/* Empties the cache. @return its segments, detached and linked by `next`,
+ * for the caller to close unlocked. */
+static segment *cache_flush(sl_arena *a) {
+  segment *gone = NULL;
+  while (a->nseg_cache) {
+    segment *s = cache_remove(a, a->nseg_cache - 1);
+    segment_detach(a, s);
+    s->next = gone;
+    gone = s;
+  }
+  return gone;
+}
+
+/* segment_open, but when /dev/shm or memory runs short it gives the cached
+ * segments back and tries once more: the cache must never be the reason an
+ * allocation fails. Unlocked. @return as segment_open. */
+static int segment_create(sl_arena *a, uint64_t size, bool populate,
+                          segment **out) {
+  int rc = segment_open(size, populate, out);
+  if (rc != SL_ENOSPC && rc != SL_ENOMEM) return rc;
+  sl__mutex_lock(&a->mu);
+  segment *gone = cache_flush(a);
+  sl__mutex_unlock(&a->mu);
+  if (!gone) return rc;
+  segment_close_all(gone);
+  return segment_open(size, populate, out);
 }
 
 /* ---- descriptors ----------------------------------------------------- */
@@ -389,6 +504,7 @@ static segment *chunk_put(sl_arena *a, sl_block *c) {
   }
   node_put(a, c); /* the one chunk covering the whole segment */
   segment_detach(a, s);
+  s->next = NULL;
   return s;
 }
 
@@ -487,7 +603,7 @@ static int alloc_regular(sl_arena *a, uint64_t units, sl_block **out,
     a->growing = true;
     sl__mutex_unlock(&a->mu);
     segment *s = NULL;
-    rc = segment_open(a->seg_bytes, &s);
+    rc = segment_create(a, a->seg_bytes, true, &s);
     sl__mutex_lock(&a->mu);
     a->growing = false;
     sl__cond_broadcast(&a->grow_cv);
@@ -505,31 +621,46 @@ static int alloc_regular(sl_arena *a, uint64_t units, sl_block **out,
   }
 }
 
-/* A block in its own segment. Unlocked; budget already reserved.
- * @return 0, SL_ENOMEM or -errno. */
-static int alloc_dedicated(sl_arena *a, uint64_t cost, sl_block **out) {
-  if (cost > MAX_SEGMENT) return -EFBIG; /* also keeps round_up safe */
-  sl_block *b = calloc(1, sizeof *b);
-  if (!b) return SL_ENOMEM;
+/* A new dedicated segment of `size` bytes, attached. Unlocked.
+ * @return 0 with *out, SL_ENOMEM or -errno. */
+static int dedicated_create(sl_arena *a, uint64_t size, segment **out) {
   segment *s = NULL;
-  int rc = segment_open(round_up(cost, a->page), &s);
-  if (rc < 0) {
-    free(b);
-    return rc;
-  }
+  int rc = segment_create(a, size, true, &s);
+  if (rc < 0) return rc;
   s->dedicated = true;
-  s->live = 1;
-  s->first = b;
-  b->seg = s;
-  b->csize = cost;
   sl__mutex_lock(&a->mu);
   rc = segment_attach(a, s);
   sl__mutex_unlock(&a->mu);
   if (rc < 0) {
     segment_close(s);
+    return rc;
+  }
+  *out = s;
+  return 0;
+}
+
+/* A block in its own segment, a cached one when one fits (trimmed when it
+ * is more than two size classes too big), else a new one. Unlocked; budget
+ * already reserved. @return 0 with *out, SL_ENOMEM or -errno. */
+static int alloc_dedicated(sl_arena *a, uint64_t cost, sl_block **out) {
+  if (cost > MAX_SEGMENT) return -EFBIG; /* also keeps round_up safe */
+  uint64_t need = dedicated_size(a, cost);
+  sl_block *b = calloc(1, sizeof *b);
+  if (!b) return SL_ENOMEM;
+  sl__mutex_lock(&a->mu);
+  segment *s = cache_take(a, need);
+  sl__mutex_unlock(&a->mu);
+  if (s && s->size - need > need / 4) segment_trim(s, need);
+  int rc = s ? 0 : dedicated_create(a, need, &s);
+  if (rc < 0) {
     free(b);
     return rc;
   }
+  /* No lock: nothing else touches a segment without a block. */
+  s->live = 1;
+  s->first = b;
+  b->seg = s;
+  b->csize = cost;
   *out = b;
   return 0;
 }
@@ -596,8 +727,9 @@ int sl_arena_create(sl_arena **out, const sl_arena_options *opt) {
   sl__cond_init(&a->budget_cv);
   sl__cond_init(&a->grow_cv);
   /* One segment up front, so a missing or full /dev/shm shows at once. */
+  a->seg_cache_cap = a->budget / 2 < SEG_CACHE_CAP ? a->budget / 2 : SEG_CACHE_CAP;
   segment *s = NULL;
-  int rc = segment_open(a->seg_bytes, &s);
+  int rc = segment_open(a->seg_bytes, false, &s);
   if (rc == 0 && (rc = segment_add_regular(a, s)) < 0) segment_close(s);
   if (rc < 0) {
     sl_arena_destroy(a);
@@ -666,6 +798,7 @@ void sl_arena_get_stats(sl_arena *a, sl_arena_stats *st) {
   st->peak = a->peak;
   st->segments = a->nsegs;
   st->wait_ns = a->wait_ns;
+  st->cached = a->seg_cache_bytes;
   sl__mutex_unlock(&a->mu);
 }
 
@@ -707,15 +840,10 @@ void sl_block_release(sl_block *b) {
   bool dedicated = s->dedicated;
   sl__mutex_lock(&a->mu);
   uncharge(a, b->csize);
-  if (dedicated) {
-    segment_detach(a, s);
-    gone = s;
-  } else {
-    gone = chunk_put(a, b);
-  }
+  gone = dedicated ? cache_put(a, s) : chunk_put(a, b);
   sl__mutex_unlock(&a->mu);
   if (dedicated) free(b);
-  if (gone) segment_close(gone); /* munmap outside the lock */
+  segment_close_all(gone); /* munmap outside the lock */
 }
 
 void *sl_block_data(const sl_block *b) { return b ? b->data : NULL; }

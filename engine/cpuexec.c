@@ -90,9 +90,14 @@ void *sl__cpu_driver(void *arg) {
       for (size_t i = 0; i < n; i++) sl_item_destroy(in[i]);
       break;
     }
-    uint64_t busy0 = atomic_load_explicit(&rt->busy_ns, memory_order_relaxed);
+    uint64_t t0 = sl_now_ns();
     run_batch(rt, in, out, n, (unsigned)k);
-    update_average(rt, atomic_load_explicit(&rt->busy_ns, memory_order_relaxed) - busy0, n);
+    uint64_t dt = sl_now_ns() - t0;
+    /* The batch kept its k threads busy for dt (the join waits for all). */
+    rt->workers[0].acc.busy_ns += dt * (uint64_t)k;
+    for (unsigned i = 0; i < (unsigned)k && i < rt->nworkers; i++)
+      sl__worker_flush(&rt->workers[i]);
+    update_average(rt, dt * (uint64_t)k, n);
     sl__cores_release_held(rt, (unsigned)k);
     forward(rt, out, n);
   }
@@ -134,23 +139,28 @@ void sl_parallel_for(sl_worker *w, size_t n, size_t grain,
 
 /* A thread running a cpu/serial stage's callback (or a cpu source's
  * produce) holds exactly one token, so giving one back and taking one again
- * keeps the accounting exact. If the run is stopping, acquire fails and the
- * thread carries on without a token: it is about to wind down, and the
- * budget has been cancelled anyway. */
+ * keeps the accounting exact. If the run is stopping, the acquire fails and
+ * the worker carries on without a token (it is winding down, and the budget
+ * is cancelled anyway): it is marked, so it neither gives back a token it no
+ * longer holds nor counts twice, and the batch releases one token less. */
 static bool holds_token(const sl_worker *w) {
   return w->rt->def->exec != SL_EXEC_IO;
 }
 
 void sl__cores_release_held(sl__rt *rt, unsigned k) {
   unsigned lost = atomic_exchange(&rt->lost_tokens, 0);
+  for (unsigned i = 0; i < rt->nworkers; i++) rt->workers[i].no_token = false;
   if (k > lost) sl_cores_release(rt->run->cores, k - lost);
 }
 
 void sl_worker_blocking_begin(sl_worker *w) {
-  if (w && holds_token(w)) sl_cores_release(w->run->cores, 1);
+  if (w && holds_token(w) && !w->no_token) sl_cores_release(w->run->cores, 1);
 }
 
 void sl_worker_blocking_end(sl_worker *w) {
-  if (w && holds_token(w) && sl_cores_acquire(w->run->cores, 1) < 0)
+  if (!w || !holds_token(w) || w->no_token) return;
+  if (sl_cores_acquire(w->run->cores, 1) < 0) {
+    w->no_token = true;
     atomic_fetch_add(&w->rt->lost_tokens, 1);
+  }
 }

@@ -170,9 +170,21 @@ void sl__trace_add(sl_run *r, uint32_t stage, uint32_t tid, uint64_t t0,
   r->trace[i] = (sl__trace_ev){t0, t1 - t0, seq, stage, tid};
 }
 
-static void item_completed(sl_run *r, const char *name) {
-  atomic_fetch_add_explicit(&r->ok, 1, memory_order_relaxed);
-  if (r->journal) sl__journal_add(r->journal, name);
+static void item_completed(sl_worker *w, const char *name) {
+  w->acc.ok++;
+  if (w->run->journal) sl__journal_add(w->run->journal, name);
+}
+
+void sl__worker_flush(sl_worker *w) {
+  sl__rt *rt = w->rt;
+  memory_order mo = memory_order_relaxed;
+  if (w->acc.items_in) atomic_fetch_add_explicit(&rt->items_in, w->acc.items_in, mo);
+  if (w->acc.bytes_in) atomic_fetch_add_explicit(&rt->bytes_in, w->acc.bytes_in, mo);
+  if (w->acc.items_out) atomic_fetch_add_explicit(&rt->items_out, w->acc.items_out, mo);
+  if (w->acc.bytes_out) atomic_fetch_add_explicit(&rt->bytes_out, w->acc.bytes_out, mo);
+  if (w->acc.busy_ns) atomic_fetch_add_explicit(&rt->busy_ns, w->acc.busy_ns, mo);
+  if (w->acc.ok) atomic_fetch_add_explicit(&w->run->ok, w->acc.ok, mo);
+  memset(&w->acc, 0, sizeof w->acc);
 }
 
 static void item_failed(sl_worker *w, sl_item *in, int rc) {
@@ -196,24 +208,23 @@ int sl__process_item(sl_worker *w, sl_item *in, sl_item **out) {
   sl__rt *rt = w->rt;
   sl_run *r = w->run;
   *out = NULL;
-  atomic_fetch_add_explicit(&rt->items_in, 1, memory_order_relaxed);
-  atomic_fetch_add_explicit(&rt->bytes_in, in->payload.size, memory_order_relaxed);
+  w->acc.items_in++;
+  w->acc.bytes_in += in->payload.size;
   for (;;) {
     w->err[0] = '\0';
     sl_item *o = NULL;
-    uint64_t t0 = sl_now_ns();
+    /* Busy time is measured per batch by the caller; per item only when
+     * tracing, which needs each item's span. */
+    uint64_t t0 = r->tracing ? sl_now_ns() : 0;
     int rc = rt->def->process(w, in, &o);
-    uint64_t t1 = sl_now_ns();
-    w->busy_ns += t1 - t0;
-    atomic_fetch_add_explicit(&rt->busy_ns, t1 - t0, memory_order_relaxed);
-    sl__trace_add(r, (uint32_t)rt->index, w->index, t0, t1, in->seq);
+    if (r->tracing)
+      sl__trace_add(r, (uint32_t)rt->index, w->index, t0, sl_now_ns(), in->seq);
     if (rc >= 0) {
       if (o) {
-        atomic_fetch_add_explicit(&rt->items_out, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&rt->bytes_out, o->payload.size,
-                                  memory_order_relaxed);
+        w->acc.items_out++;
+        w->acc.bytes_out += o->payload.size;
       } else {
-        item_completed(r, in->name); /* sink or dropped by a filter */
+        item_completed(w, in->name); /* sink or dropped by a filter */
       }
       if (o != in) sl_item_destroy(in);
       *out = o;
@@ -259,8 +270,9 @@ int sl__worker_open(sl_worker *w) {
 int sl_worker_emit(sl_worker *w, sl_item *item) {
   sl__rt *rt = w->rt;
   if (!rt->out) { /* a sink emitting: the item is complete */
-    item_completed(w->run, item->name);
+    item_completed(w, item->name);
     sl_item_destroy(item);
+    sl__worker_flush(w);
     return 0;
   }
   atomic_fetch_add_explicit(&rt->items_out, 1, memory_order_relaxed);
@@ -285,6 +297,7 @@ void sl__worker_finish_close(sl_worker *w, bool call_finish) {
   }
   if (w->rt->def->close) w->rt->def->close(w);
   w->opened = false;
+  sl__worker_flush(w);
 }
 
 /* The last worker of a stage to leave closes its output queue. */
@@ -340,7 +353,7 @@ static void *source_main(void *arg) {
         uint64_t t0 = sl_now_ns();
         int rc = rt->def->produce(w, &it);
         uint64_t t1 = sl_now_ns();
-        atomic_fetch_add_explicit(&rt->busy_ns, t1 - t0, memory_order_relaxed);
+        w->acc.busy_ns += t1 - t0;
         if (rc == SL_DONE || rc < 0) {
           if (rc < 0 && !(rc == SL_ECANCELED && sl_worker_canceled(w)))
             source_failed(w, rc);
@@ -351,14 +364,14 @@ static void *source_main(void *arg) {
         if (!it) continue;
         sl__trace_add(w->run, (uint32_t)rt->index, 0, t0, t1, it->seq);
         if (source_skip(w, it)) continue;
-        atomic_fetch_add_explicit(&rt->items_out, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&rt->bytes_out, it->payload.size,
-                                  memory_order_relaxed);
+        w->acc.items_out++;
+        w->acc.bytes_out += it->payload.size;
         bytes += it->payload.size;
         batch[n++] = it;
         if (t1 - t_batch > 2000000) break; /* slow producer: flush now */
       }
       if (cpu) sl__cores_release_held(rt, 1);
+      sl__worker_flush(w);
       atomic_fetch_add(&w->run->produced, n);
       if (n && push_batch(rt->out, batch, n) < 0) break;
     }
@@ -453,7 +466,10 @@ static void io_worker_main(void *arg) {
         break;
       }
       sl_item *out = NULL;
+      uint64_t t0 = sl_now_ns();
       sl__process_item(w, p, &out);
+      w->acc.busy_ns += sl_now_ns() - t0;
+      sl__worker_flush(w);
       if (rt->reorder) {
         reorder_put(rt, ticket, out);
       } else if (out && (!rt->out || sl_queue_push(rt->out, out) < 0)) {

@@ -37,9 +37,15 @@ struct sl_worker {
   unsigned index, count;
   void *local;
   bool opened;
+  bool no_token;          /* lost its core token while stopping */
   bool asked_done;         /* source asked sl_worker_is_done this item */
   char err[512];          /* last error message from sl_worker_errorf */
-  uint64_t busy_ns;       /* inside produce/process/finish */
+  /* Counters gathered without atomics by the one thread using the worker,
+   * added to the stage's and run's totals once per batch (sl__worker_flush):
+   * per-item atomics cost more than the work of a tiny item. */
+  struct {
+    uint64_t items_in, bytes_in, items_out, bytes_out, ok, busy_ns;
+  } acc;
 };
 
 /* Reorder buffer restoring source order behind a multi-worker stage. At most
@@ -117,6 +123,7 @@ int sl__process_item(sl_worker *w, sl_item *in, sl_item **out);
 void sl__dispose_item(void *item);
 int sl__worker_open(sl_worker *w);
 void sl__worker_finish_close(sl_worker *w, bool call_finish);
+void sl__worker_flush(sl_worker *w);
 void sl__trace_add(sl_run *r, uint32_t stage, uint32_t tid, uint64_t t0,
                    uint64_t t1, uint64_t seq);
 

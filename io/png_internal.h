@@ -76,6 +76,23 @@ int sl_png_probe(const void *buf, size_t len, uint64_t max_pixels,
 int sl_png_decode(const void *buf, size_t len, const sl_png_info *info,
                   void *dst, char *err, size_t errlen);
 
+/* A reusable decode context for the fast path: the libdeflate decompressor
+ * and the scratch buffers (inflated rows, concatenated IDAT data), kept
+ * between calls so a worker decoding many images does not re-allocate and
+ * re-fault them for each one. Keep one per worker thread (a stage's
+ * per-worker state); a decoder is not itself thread-safe. Scratch buffers
+ * larger than retain_bytes are freed at the end of each call, so a worker
+ * holds at most about 2 x retain_bytes between images (0: hold nothing).
+ * @return the decoder, owned by the caller, or NULL when out of memory. */
+typedef struct sl_png_decoder sl_png_decoder;
+sl_png_decoder *sl_png_decoder_create(size_t retain_bytes);
+/* Frees the decoder and its buffers; NULL is a no-op. */
+void sl_png_decoder_destroy(sl_png_decoder *dec);
+/* sl_png_decode() through `dec`; same contract and output. */
+int sl_png_decoder_decode(sl_png_decoder *dec, const void *buf, size_t len,
+                          const sl_png_info *info, void *dst, char *err,
+                          size_t errlen);
+
 /* Same contract and same output, decoded by libpng (the reference path, used
  * by differential tests, and by sl_png_decode() itself in the rare case where
  * zlib accepts a deflate stream libdeflate refuses). libpng's messages are

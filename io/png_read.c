@@ -634,7 +634,7 @@ static inline uint8_t paeth(int a, int b, int c) {
   return (uint8_t)(pb <= pc ? b : c);
 }
 
-static void unfilter_paeth_scalar(uint8_t *out, const uint8_t *in,
+static void unfilter_paeth(uint8_t *out, const uint8_t *in,
                                   const uint8_t *prior, size_t n,
                                   unsigned bpp) {
   for (size_t i = 0; i < bpp && i < n; i++)
@@ -644,60 +644,135 @@ static void unfilter_paeth_scalar(uint8_t *out, const uint8_t *in,
 }
 
 #if defined(__SSE2__)
-static inline __m128i load_px(const uint8_t *p, unsigned bpp) {
-  uint64_t v = 0;
-  memcpy(&v, p, bpp);
-  return _mm_unpacklo_epi8(_mm_cvtsi64_si128((long long)v), _mm_setzero_si128());
+/* The SSE2 filters work on one whole pixel (3, 4, 6 or 8 bytes) at a time:
+ * the chain from pixel to pixel is serial, the bytes of one pixel are not.
+ * Each helper is inlined with bpp a compile-time constant (see the switches
+ * below), so moving a pixel is a plain load or store, not a memcpy call. */
+#define PX_INLINE static inline __attribute__((always_inline))
+
+/* Odd sizes are loaded and stored in two pieces assembled in a register: a
+ * memcpy of 3 or 6 bytes to or from a local goes through the stack and
+ * stalls store forwarding on every pixel. */
+PX_INLINE __m128i load8(const uint8_t *p, unsigned bpp) {
+  uint32_t lo;
+  uint16_t lo16, hi16;
+  uint64_t v;
+  switch (bpp) {
+  case 3:
+    memcpy(&lo16, p, 2);
+    return _mm_cvtsi32_si128((int)(lo16 | (uint32_t)p[2] << 16));
+  case 4: memcpy(&lo, p, 4); return _mm_cvtsi32_si128((int)lo);
+  case 6:
+    memcpy(&lo, p, 4);
+    memcpy(&hi16, p + 4, 2);
+    return _mm_cvtsi64_si128((long long)(lo | (uint64_t)hi16 << 32));
+  default: memcpy(&v, p, 8); return _mm_cvtsi64_si128((long long)v);
+  }
 }
 
-static inline void store_px(uint8_t *p, __m128i v, unsigned bpp) {
-  uint64_t u = (uint64_t)_mm_cvtsi128_si64(_mm_packus_epi16(v, v));
-  memcpy(p, &u, bpp);
+PX_INLINE void store8(uint8_t *p, __m128i v, unsigned bpp) {
+  uint64_t u = (uint64_t)_mm_cvtsi128_si64(v);
+  uint32_t lo = (uint32_t)u;
+  uint16_t lo16 = (uint16_t)u, hi16 = (uint16_t)(u >> 32);
+  switch (bpp) {
+  case 3: memcpy(p, &lo16, 2); p[2] = (uint8_t)(u >> 16); break;
+  case 4: memcpy(p, &lo, 4); break;
+  case 6: memcpy(p, &lo, 4); memcpy(p + 4, &hi16, 2); break;
+  default: memcpy(p, &u, 8); break;
+  }
 }
 
-static inline __m128i abs16(__m128i x) {
+/* A pixel widened to 16-bit lanes. */
+PX_INLINE __m128i load_wide(const uint8_t *p, unsigned bpp) {
+  return _mm_unpacklo_epi8(load8(p, bpp), _mm_setzero_si128());
+}
+
+PX_INLINE void store_wide(uint8_t *p, __m128i v, unsigned bpp) {
+  store8(p, _mm_packus_epi16(v, v), bpp);
+}
+
+PX_INLINE __m128i abs16(__m128i x) {
   return _mm_max_epi16(x, _mm_sub_epi16(_mm_setzero_si128(), x));
 }
 
-/* Paeth on whole pixels of 3..8 bytes at once, in 16-bit lanes: the chain
- * from pixel to pixel is serial, but the bytes of one pixel are not. */
-static void unfilter_paeth_sse2(uint8_t *out, const uint8_t *in,
-                                const uint8_t *prior, size_t n, unsigned bpp) {
+PX_INLINE void sub_px(uint8_t *out, const uint8_t *in, size_t n,
+                      unsigned bpp) {
+  __m128i a = _mm_setzero_si128();
+  for (size_t i = 0; i + bpp <= n; i += bpp) {
+    a = _mm_add_epi8(a, load8(in + i, bpp));
+    store8(out + i, a, bpp);
+  }
+}
+
+PX_INLINE void avg_px(uint8_t *out, const uint8_t *in, const uint8_t *prior,
+                      size_t n, unsigned bpp) {
+  __m128i a = _mm_setzero_si128(), mask = _mm_set1_epi16(0xff);
+  for (size_t i = 0; i + bpp <= n; i += bpp) {
+    __m128i b = load_wide(prior + i, bpp), x = load_wide(in + i, bpp);
+    a = _mm_and_si128(_mm_add_epi16(x, _mm_srli_epi16(_mm_add_epi16(a, b), 1)),
+                      mask);
+    store_wide(out + i, a, bpp);
+  }
+}
+
+/* Paeth, branch-free: pick a where pa <= pb and pa <= pc, else b where
+ * pb <= pc, else c (the spec's tie order). */
+PX_INLINE void paeth_px(uint8_t *out, const uint8_t *in, const uint8_t *prior,
+                        size_t n, unsigned bpp) {
   __m128i a = _mm_setzero_si128(), c = _mm_setzero_si128();
-  size_t i = 0;
-  for (; i + bpp <= n; i += bpp) {
-    __m128i b = load_px(prior + i, bpp), x = load_px(in + i, bpp);
+  const __m128i one = _mm_set1_epi16(1), mask = _mm_set1_epi16(0xff);
+  for (size_t i = 0; i + bpp <= n; i += bpp) {
+    __m128i b = load_wide(prior + i, bpp), x = load_wide(in + i, bpp);
     __m128i pa = abs16(_mm_sub_epi16(b, c)), pb = abs16(_mm_sub_epi16(a, c));
     __m128i pc = abs16(_mm_sub_epi16(_mm_add_epi16(a, b), _mm_add_epi16(c, c)));
-    __m128i use_a = _mm_and_si128(_mm_cmplt_epi16(pa, _mm_add_epi16(pb, _mm_set1_epi16(1))),
-                                  _mm_cmplt_epi16(pa, _mm_add_epi16(pc, _mm_set1_epi16(1))));
-    __m128i use_b = _mm_cmplt_epi16(pb, _mm_add_epi16(pc, _mm_set1_epi16(1)));
+    __m128i use_a = _mm_and_si128(_mm_cmplt_epi16(pa, _mm_add_epi16(pb, one)),
+                                  _mm_cmplt_epi16(pa, _mm_add_epi16(pc, one)));
+    __m128i use_b = _mm_cmplt_epi16(pb, _mm_add_epi16(pc, one));
     __m128i pred = _mm_or_si128(_mm_and_si128(use_b, b), _mm_andnot_si128(use_b, c));
     pred = _mm_or_si128(_mm_and_si128(use_a, a), _mm_andnot_si128(use_a, pred));
-    a = _mm_and_si128(_mm_add_epi16(x, pred), _mm_set1_epi16(0xff));
-    store_px(out + i, a, bpp);
+    a = _mm_and_si128(_mm_add_epi16(x, pred), mask);
+    store_wide(out + i, a, bpp);
     c = b;
   }
-  for (; i < n; i++) {
-    int left = i >= bpp ? out[i - bpp] : 0, ul = i >= bpp ? prior[i - bpp] : 0;
-    out[i] = (uint8_t)(in[i] + paeth(left, prior[i], ul));
+}
+
+/* Runs filter helper `px` with bpp as a constant for every pixel size >= 3
+ * that PNG has (RGB8, RGBA8 / GA16, RGB16, RGBA16). */
+#define PX_DISPATCH(px, ...)                                                   \
+  switch (bpp) {                                                               \
+  case 3: px(__VA_ARGS__, 3); break;                                           \
+  case 4: px(__VA_ARGS__, 4); break;                                           \
+  case 6: px(__VA_ARGS__, 6); break;                                           \
+  default: px(__VA_ARGS__, 8); break;                                          \
   }
+
+static void unfilter_sub_sse2(uint8_t *out, const uint8_t *in, size_t n,
+                              unsigned bpp) {
+  PX_DISPATCH(sub_px, out, in, n)
+}
+
+static void unfilter_avg_sse2(uint8_t *out, const uint8_t *in,
+                              const uint8_t *prior, size_t n, unsigned bpp) {
+  PX_DISPATCH(avg_px, out, in, prior, n)
+}
+
+static void unfilter_paeth_sse2(uint8_t *out, const uint8_t *in,
+                                const uint8_t *prior, size_t n, unsigned bpp) {
+  PX_DISPATCH(paeth_px, out, in, prior, n)
 }
 #endif
 
-static void unfilter_paeth(uint8_t *out, const uint8_t *in,
-                           const uint8_t *prior, size_t n, unsigned bpp) {
+/* Reconstructs one row; `type` is 0..4. SSE2 takes pixels of 3+ bytes. */
+static void unfilter_row(uint8_t *out, const uint8_t *in, const uint8_t *prior,
+                         size_t n, unsigned bpp, unsigned type) {
 #if defined(__SSE2__)
-  if (bpp >= 3) {
-    unfilter_paeth_sse2(out, in, prior, n, bpp);
+  if (bpp >= 3 && type != 0 && type != 2) {
+    if (type == 1) unfilter_sub_sse2(out, in, n, bpp);
+    else if (type == 3) unfilter_avg_sse2(out, in, prior, n, bpp);
+    else unfilter_paeth_sse2(out, in, prior, n, bpp);
     return;
   }
 #endif
-  unfilter_paeth_scalar(out, in, prior, n, bpp);
-}
-
-static void unfilter_row(uint8_t *out, const uint8_t *in, const uint8_t *prior,
-                         size_t n, unsigned bpp, unsigned type) {
   switch (type) {
   case 0: if (out != in) memcpy(out, in, n); break;
   case 1: unfilter_sub(out, in, n, bpp); break;
@@ -745,15 +820,28 @@ static int decode_direct(const fast_dec *d, const uint8_t *raw,
   return 0;
 }
 
+/* Copies pw pixels of `px` bytes from tmp to every dx-th pixel of row;
+ * inlined per pixel size so each copy is a plain move. */
+static inline __attribute__((always_inline)) void
+spread(uint8_t *row, const uint8_t *tmp, uint32_t pw, size_t dx, size_t px) {
+  for (uint32_t i = 0; i < pw; i++)
+    memcpy(row + (size_t)i * dx * px, tmp + (size_t)i * px, px);
+}
+
 /* Copies the converted pixels of row y of pass p to their places in dst. */
 static void scatter(const fast_dec *d, const uint8_t *tmp, uint32_t pw, int p,
                     uint32_t y, uint8_t *dst) {
-  size_t px = d->out_px;
+  size_t px = d->out_px, dx = adam7_dx[p];
   uint8_t *row = dst + ((size_t)adam7_y0[p] + (size_t)y * adam7_dy[p]) *
-                           d->info->stride;
-  for (uint32_t i = 0; i < pw; i++)
-    memcpy(row + ((size_t)adam7_x0[p] + (size_t)i * adam7_dx[p]) * px,
-           tmp + i * px, px);
+                           d->info->stride + adam7_x0[p] * px;
+  switch (px) {
+  case 1: spread(row, tmp, pw, dx, 1); break;
+  case 2: spread(row, tmp, pw, dx, 2); break;
+  case 3: spread(row, tmp, pw, dx, 3); break;
+  case 4: spread(row, tmp, pw, dx, 4); break;
+  case 6: spread(row, tmp, pw, dx, 6); break;
+  default: spread(row, tmp, pw, dx, 8); break;
+  }
 }
 
 /* Unfilters the rows of one pass (p < 0: the whole image) in place in raw

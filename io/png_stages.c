@@ -8,7 +8,10 @@
  * checks the pixel count and the decoded size against max_pixels and
  * max_bytes before anything is allocated, so a small hostile file cannot
  * make the run allocate gigabytes; only then does it take exactly
- * stride * height bytes from the arena and decode into them.
+ * stride * height bytes from the arena and decode into them. Each worker
+ * keeps one sl_png_decoder (decompressor and scratch, at most about
+ * 2 x `scratch` bytes between images), so pages are not re-faulted for
+ * every image.
  *
  * png.encode turns an IMAGE payload back into BYTES: it takes the
  * encoder's worst-case bound from the arena, encodes into it and sets the
@@ -35,6 +38,7 @@
 typedef struct decode_params {
   int64_t max_pixels;
   uint64_t max_bytes;
+  uint64_t scratch;
 } decode_params;
 
 typedef struct encode_params {
@@ -55,6 +59,19 @@ static int alloc_error(sl_worker *w, int rc, size_t size, const char *what) {
 /* ---------------------------------------------------------------------- */
 /* png.decode                                                              */
 
+/* The worker's decoder (libdeflate decompressor and scratch buffers)
+ * lives from open() to close(). */
+static int decode_open(sl_worker *w, void **local) {
+  const decode_params *p = sl_worker_params(w);
+  size_t keep = p->scratch > SIZE_MAX ? SIZE_MAX : (size_t)p->scratch;
+  *local = sl_png_decoder_create(keep);
+  return *local ? 0 : SL_ENOMEM;
+}
+
+static void decode_close(sl_worker *w) {
+  sl_png_decoder_destroy(sl_worker_local(w));
+}
+
 /* On success the payload of `in` becomes the decoded image and *out = in;
  * on failure `in` is untouched and *out = NULL. */
 static int decode_process(sl_worker *w, sl_item *in, sl_item **out) {
@@ -72,8 +89,8 @@ static int decode_process(sl_worker *w, sl_item *in, sl_item **out) {
   sl_block *block;
   if ((rc = sl_worker_alloc(w, size, &block)) < 0)
     return alloc_error(w, rc, size, "decoded image");
-  rc = sl_png_decode(pl->data, pl->size, &info, sl_block_data(block), err,
-                     sizeof err);
+  rc = sl_png_decoder_decode(sl_worker_local(w), pl->data, pl->size, &info,
+                             sl_block_data(block), err, sizeof err);
   if (rc < 0) {
     sl_block_release(block);
     return sl_worker_errorf(w, "%s", err);
@@ -94,6 +111,10 @@ static const sl_param_def decode_params_table[] = {
     {"max_bytes", SL_PARAM_SIZE, offsetof(decode_params, max_bytes), "2GiB", 1,
      1152921504606846976.0 /* 1 EiB */, NULL,
      "images whose decoded pixels would take more bytes fail the same way"},
+    {"scratch", SL_PARAM_SIZE, offsetof(decode_params, scratch), "64MiB", 0,
+     1152921504606846976.0 /* 1 EiB */, NULL,
+     "decode buffers each worker keeps between images (about twice this at "
+     "most); larger ones are freed after their image"},
     SL_PARAM_END,
 };
 
@@ -119,7 +140,9 @@ const sl_stage_def sl__stage_png_decode = {
     .out_kind = SL_KIND_IMAGE,
     .params = decode_params_table,
     .params_size = sizeof(decode_params),
+    .open = decode_open,
     .process = decode_process,
+    .close = decode_close,
 };
 
 /* ---------------------------------------------------------------------- */

@@ -51,6 +51,7 @@ typedef struct sl__rs_table {
   uint32_t in_size, out_size;
   uint32_t stride;   /* floats between the weight rows of two outputs */
   uint32_t max_count;
+  uint32_t max_overlap; /* most windows that hold one source sample */
   uint32_t *first;   /* [out_size] */
   uint32_t *count;   /* [out_size], each >= 1 */
   float *w;          /* [out_size * stride]; zero past count; sums to 1 */
@@ -83,11 +84,11 @@ void sl__rs_table_free(sl__rs_table *t);
  * (t->in_size * t->channels floats + SL__RS_ROW_PAD readable floats).
  * The table must be expanded. */
 void sl__rs_hpass_row(const sl__rs_table *t, const float *src, float *dst);
-/* Vertical pass for output row `i` of table t: dst[x] = sum over k of
- * w[i][k] * rows[first[i]+k - row0][x], for x < n. `rows` are `row_stride`
- * floats apart, starting with source row `row0`. */
-void sl__rs_vpass_row(const sl__rs_table *t, uint32_t i, const float *rows,
-                      size_t row_stride, uint32_t row0, size_t n, float *dst);
+/* Vertical pass for one output row: dst[x] = sum over k < count of
+ * w[k] * rows[k][x], for x < n (w: the output's weight row, count: its
+ * tap count, rows: the source rows first .. first+count-1). */
+void sl__rs_vpass_row(const float *w, uint32_t count, const float *const *rows,
+                      size_t n, float *dst);
 
 /* Converts `width` pixels of `channels` samples of `depth` bits (8 or 16,
  * native-endian) to float. With `premultiply` (2 or 4 channels, the last

@@ -1643,6 +1643,19 @@ TEST(png_encode_idat_split) {
     ASSERT_EQ(pw_libpng_read(png, len, &got), 0);
     ASSERT(pw_image_equal(&im, &got));
     pw_image_free(&got);
+    /* Exactly enough room works; one byte less is refused, and the split
+     * never writes past the buffer (exact-size allocations for ASan). */
+    for (size_t c = len - 1; c <= len; c++) {
+      unsigned char *exact = malloc(c);
+      size_t l2;
+      ASSERT(exact);
+      int rc = sl_png_encoder_encode(enc, im.px, im.stride, im.w, im.h, im.ch,
+                                     im.depth, 6, SL_PNG_FILTER_AUTO, exact,
+                                     c, &l2, NULL, 0);
+      ASSERT_EQ(rc, c == len ? 0 : SL_ERANGE);
+      if (rc == 0) ASSERT(l2 == len && memcmp(exact, png, len) == 0);
+      free(exact);
+    }
     free(z);
     free(png);
     sl_png_encoder_destroy(enc);

@@ -106,7 +106,7 @@ static const sl_stage_def t_src = {
 /* ---- t.work / t.iowork: delays, failures, optional copy, parallel_for ---- */
 typedef struct work_params {
   int64_t delay_us, fail_mod, fail_attempts;
-  bool copy, pfor;
+  bool copy, pfor, block;
 } work_params;
 
 static bool check_payload(const sl_item *it) {
@@ -130,9 +130,16 @@ static int work_process(sl_worker *w, sl_item *in, sl_item **out) {
   const work_params *p = sl_worker_params(w);
   bool cpu = sl_stage_definition(sl_worker_stage(w))->exec == SL_EXEC_CPU;
   unsigned seed = (unsigned)(in->seq * 2654435761u + in->attempts);
-  if (cpu) enter_cpu();
-  tiny_delay(&seed, (unsigned)p->delay_us);
-  if (cpu) leave_cpu();
+  if (p->block) {
+    /* A blocking wait: the token goes back, so this is not CPU work. */
+    sl_worker_blocking_begin(w);
+    tiny_delay(&seed, (unsigned)p->delay_us);
+    sl_worker_blocking_end(w);
+  } else {
+    if (cpu) enter_cpu();
+    tiny_delay(&seed, (unsigned)p->delay_us);
+    if (cpu) leave_cpu();
+  }
   if (!check_payload(in)) atomic_fetch_add(&g.payload_errors, 1);
   if (p->fail_mod && in->seq % (uint64_t)p->fail_mod == (uint64_t)p->fail_mod - 1 &&
       (!p->fail_attempts || in->attempts < (uint64_t)p->fail_attempts))
@@ -165,6 +172,7 @@ static const sl_param_def work_params_def[] = {
     {"fail_attempts", SL_PARAM_INT, offsetof(work_params, fail_attempts), "0", 0, 100, NULL, "fail only first K attempts"},
     {"copy", SL_PARAM_BOOL, offsetof(work_params, copy), "false", 0, 0, NULL, "allocate a new output"},
     {"pfor", SL_PARAM_BOOL, offsetof(work_params, pfor), "false", 0, 0, NULL, "use sl_parallel_for"},
+    {"block", SL_PARAM_BOOL, offsetof(work_params, block), "false", 0, 0, NULL, "delay inside blocking_begin/end"},
     SL_PARAM_END};
 
 static const sl_stage_def t_work = {
@@ -323,9 +331,9 @@ TEST(run_sweep) {
  * promptly with SL_ECANCELED and without leaks (ASan) at any point. */
 TEST(run_cancel_sweep) {
   const char *works[] = {"t.work delay_us=50", "t.iowork delay_us=50 workers=4",
-                         "t.work copy=true"};
+                         "t.work copy=true", "t.work delay_us=50 block=true pfor=true"};
   for (unsigned th = 1; th <= 4; th++)
-    for (size_t k = 0; k < 3; k++)
+    for (size_t k = 0; k < 4; k++)
       for (uint64_t at = 1; at < 400; at = at * 3 + 1) {
         reset_state();
         atomic_store(&g.cancel_at, at);
@@ -436,7 +444,7 @@ TEST(run_core_budget) {
     sl_run_options o;
     base_options(&o, th, 16);
     run_result r = run_text("t.src count=500 ! t.work delay_us=30 pfor=true ! "
-                            "t.work delay_us=30 pfor=true ! t.sink",
+                            "t.work delay_us=30 block=true ! t.work delay_us=30 pfor=true ! t.sink",
                             &o, NULL);
     ASSERT_EQ(r.rc, 0);
     ASSERT_LE(atomic_load(&g.max_running), (int)th);

@@ -473,6 +473,9 @@ typedef struct sl_block_ref {
 
 typedef struct sl_arena_stats {
   uint64_t budget, in_use, peak, segments, wait_ns;
+  /* Bytes of released large-block segments kept for reuse: memory the
+   * arena holds beyond in_use (at most budget/2); counted in segments. */
+  uint64_t cached;
 } sl_arena_stats;
 
 /* @return 0, SL_ENOMEM or -errno from shm_open/mmap. */

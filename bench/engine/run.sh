@@ -1,0 +1,311 @@
+#!/usr/bin/env bash
+# bench/engine/run.sh -- sluice's engine benchmarks, side by side with Python.
+#
+# usage: bench/engine/run.sh [BUILD_DIR]        (default ./build, a Release build)
+#
+# Measures, each repeated and reported as the median:
+#   1. engine overhead: items/s of tiny items through 0 (ceiling), 1, 2, 4, 8
+#      identity stages, against Python's queue.Queue and ThreadPoolExecutor
+#      doing the same hand-offs (py_chain.py);
+#   2. zero copy: 16 items of 256 MiB through 4 identity stages vs 1, and the
+#      machine's memory bandwidth (membw) as the physical limit;
+#   3. bounded memory: peak RSS of `gen ! identity sleep_us=2000 ! discard`
+#      with 200 and 2000 items of 1 MiB;
+#   4. io ordering: files.write and files.read with workers=1, and workers=4
+#      with order=source and order=any, against Python (py_io.py).
+#
+# Prints markdown tables as it goes and writes the same report to
+# bench/results/engine-<date>-<time>.md (ignored by git; the figures worth
+# keeping go to docs/benchmarks.md by hand). Progress goes to stderr.
+#
+# Environment knobs: RUNS (timed runs per figure, default 5), TARGET_S (aim
+# for one engine-overhead run, default 1.5), THREADS (--threads, default 2),
+# PY (default /usr/bin/python3), ONLY (e.g. "1 3": run only those parts),
+# PROFILE=1 (also perf-profile the 4-stage chain and print the top symbols).
+set -euo pipefail
+
+BUILD=${1:-./build}
+RUNS=${RUNS:-5}
+TARGET_S=${TARGET_S:-1.5}
+THREADS=${THREADS:-2}
+PY=${PY:-/usr/bin/python3}
+ONLY=${ONLY:-"1 2 3 4"}
+PROFILE=${PROFILE:-0}
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+SLUICE=$BUILD/cli/sluice
+[ -x "$SLUICE" ] || { echo "run.sh: no $SLUICE; build first:" >&2
+  echo "  cmake -S . -B $BUILD -DCMAKE_BUILD_TYPE=Release && cmake --build $BUILD -j" >&2; exit 2; }
+for tool in hyperfine jq "$PY"; do
+  command -v "$tool" >/dev/null || { echo "run.sh: $tool not found" >&2; exit 2; }
+done
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/sluice-bench.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+RESULTS=$HERE/../results
+mkdir -p "$RESULTS"
+REPORT=$RESULTS/engine-$(date +%Y%m%d-%H%M%S).md
+: >"$REPORT"
+
+# ---------------------------------------------------------------- helpers
+
+out() { printf '%s\n' "$*" | tee -a "$REPORT"; }
+note() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
+want() { [[ " $ONLY " == *" $1 "* ]]; }
+load1() { cut -d' ' -f1 /proc/loadavg; }
+
+# fmt_rate X: items/s as "1.23 M" / "92.5 k" / "850".
+fmt_rate() {
+  awk -v x="$1" 'BEGIN { if (x >= 1e6) printf "%.2f M", x/1e6;
+    else if (x >= 1e3) printf "%.1f k", x/1e3; else printf "%.0f", x }'
+}
+fmt_bytes() {
+  awk -v x="$1" 'BEGIN { if (x >= 2^30) printf "%.2f GiB", x/2^30;
+    else if (x >= 2^20) printf "%.1f MiB", x/2^20; else printf "%.0f KiB", x/1024 }'
+}
+# calc EXPR: floating-point arithmetic with awk.
+calc() { awk "BEGIN { printf \"%.6g\", $1 }"; }
+# round2 N: N rounded up to two significant digits (counts that read well).
+round2() {
+  awk -v n="$1" 'BEGIN { if (n < 100) { print int(n + 0.999); exit }
+    e = 10 ^ (length(sprintf("%d", n)) - 2); print int(n / e + 0.999) * e }'
+}
+
+# timeit NAME [hyperfine options...] -- CMD: runs CMD $RUNS times (no shell:
+# CMD is one string split into words) and sets MED/MIN/MAX in seconds.
+timeit() {
+  local name=$1; shift
+  local opts=()
+  while [ "$1" != "--" ]; do opts+=("$1"); shift; done; shift
+  hyperfine -N --style none --runs "$RUNS" "${opts[@]}" \
+    --export-json "$TMP/$name.json" "$1" >/dev/null
+  MED=$(jq '.results[0].median' "$TMP/$name.json")
+  MIN=$(jq '.results[0].min' "$TMP/$name.json")
+  MAX=$(jq '.results[0].max' "$TMP/$name.json")
+}
+
+# chain K COUNT SIZE: writes the pipeline `gen ! identity x K ! discard` to a
+# file and prints its path (a file rather than stdin, so hyperfine needs no
+# shell; `sluice run -` reads the very same text).
+chain() {
+  local k=$1 count=$2 size=$3 f="$TMP/chain-$1-$2-$3.pipe" p
+  p="gen count=$count size=$size"
+  for ((i = 0; i < k; i++)); do p+=" ! identity"; done
+  printf '%s ! discard\n' "$p" >"$f"
+  printf '%s' "$f"
+}
+
+# sluice_wall PIPEFILE: one run, prints its wall_s from --stats-json.
+sluice_wall() {
+  "$SLUICE" run "$1" --threads "$THREADS" --quiet --stats-json "$TMP/pilot.json"
+  jq '.wall_s' "$TMP/pilot.json"
+}
+
+# py_secs ARGS...: one py_chain.py run, prints its own seconds figure.
+py_secs() {
+  "$PY" "$HERE/py_chain.py" "$@" | sed -n 's/.*seconds=\([0-9.]*\).*/\1/p'
+}
+
+# calibrate FN PILOT: the item count that makes a run last about $TARGET_S.
+# FN COUNT runs once and prints its seconds; the pilot grows tenfold until a
+# run lasts long enough (0.25 s) to extrapolate from.
+calibrate() {
+  local fn=$1 p=$2 s n
+  while :; do
+    s=$("$fn" "$p")
+    if awk -v s="$s" 'BEGIN { exit !(s < 0.25) }' && [ "$p" -lt 100000000 ]; then
+      p=$((p * 10))
+    else
+      break
+    fi
+  done
+  n=$(awk -v p="$p" -v s="$s" -v t="$TARGET_S" 'BEGIN { printf "%d", p * t / s }')
+  round2 "$((n > p ? n : p))"
+}
+# The pilots for calibrate: K and M (Python mode) are set by the caller.
+pilot_sluice() { sluice_wall "$(chain "$K" "$1" 16)"; }
+pilot_py() { py_secs "$M" --stages "$K" --count "$1"; }
+
+# ---------------------------------------------------------------- header
+
+out "# sluice engine benchmarks"
+out ""
+out "- date: $(date '+%Y-%m-%d %H:%M %Z')"
+out "- machine: $(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), $(free -g | awk '/^Mem/ {print $2}') GiB RAM, $(uname -sr)"
+out "- sluice: $("$SLUICE" --version 2>&1 | head -1), build $BUILD ($(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$BUILD/CMakeCache.txt" 2>/dev/null || echo '?')), commit $(git -C "$HERE" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$HERE" diff --quiet HEAD 2>/dev/null || echo ' + local changes')"
+out "- python: $("$PY" --version 2>&1); $(hyperfine --version)"
+out "- runs per figure: $RUNS (median reported; spread = min..max), --threads $THREADS"
+out "- load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine makes figures noisy)"
+out ""
+
+# ---------------------------------------------------------------- 1. overhead
+
+PY_MODES=(queue queue-batch pool-map pool-chain)
+declare -A PY_PILOT=([queue]=20000 [queue-batch]=200000 [pool-map]=2000 [pool-chain]=5000)
+
+if want 1; then
+  note "1. engine overhead"
+  out "## 1. Engine overhead: tiny items (16 B) through K identity stages"
+  out ""
+  out "items/s (median of $RUNS); in brackets sluice's rate divided by Python's."
+  out "K = 0 is the ceiling: \`gen ! discard\`, source and sink only."
+  out ""
+  out "| K | sluice | % of ceiling | spread | bottleneck | queue.Queue | Queue, lists of 64 | executor.map | chained submits |"
+  out "|---|---|---|---|---|---|---|---|---|"
+  declare -A RATE
+  for k in 0 1 2 4 8; do
+    note "  sluice K=$k"
+    K=$k
+    n=$(calibrate pilot_sluice 100000)
+    f=$(chain $k "$n" 16)
+    timeit "sluice-$k" -- "$SLUICE run $f --threads $THREADS --quiet --stats-json $TMP/s$k.json"
+    RATE[s$k]=$(calc "$n / $MED")
+    lo=$(calc "$n / $MAX"); hi=$(calc "$n / $MIN")
+    bott=$(jq -r '.bottleneck' "$TMP/s$k.json")
+    row="| $k | **$(fmt_rate "${RATE[s$k]}")** | $(calc "100 * ${RATE[s$k]} / ${RATE[s0]:-${RATE[s$k]}}" | xargs printf '%.0f%%') | $(fmt_rate "$lo")..$(fmt_rate "$hi") | $bott"
+    for m in "${PY_MODES[@]}"; do
+      note "  python $m K=$k"
+      M=$m
+      pn=$(calibrate pilot_py "${PY_PILOT[$m]}")
+      timeit "py-$m-$k" -- "$PY $HERE/py_chain.py $m --stages $k --count $pn"
+      r=$(calc "$pn / $MED")
+      row+=" | $(fmt_rate "$r") ($(calc "${RATE[s$k]} / $r" | xargs printf '%.1f')×)"
+    done
+    out "$row |"
+  done
+  out ""
+  r4=${RATE[s4]}
+  if awk -v r="$r4" 'BEGIN { exit !(r >= 1e6) }'; then verdict="met"; else verdict="**missed**"; fi
+  out "Goal ≥ 1 M items/s through 4 stages on this machine: $verdict ($(fmt_rate "$r4") items/s)."
+  out ""
+  if [ "$PROFILE" = 1 ] && command -v perf >/dev/null; then
+    note "  perf profile of K=4"
+    f=$(chain 4 2000000 16)
+    perf record -q -g -o "$TMP/perf.data" -- "$SLUICE" run "$f" --threads "$THREADS" --quiet >/dev/null 2>&1 || true
+    out "perf profile of K=4 (2 M items), top symbols by self time:"
+    out ""
+    out '```'
+    perf report -i "$TMP/perf.data" --stdio --no-children --sort dso,symbol 2>/dev/null |
+      grep -E '^ +[0-9.]+%' | head -25 | tee -a "$REPORT"
+    out '```'
+    out ""
+  fi
+fi
+
+# ---------------------------------------------------------------- 2. zero copy
+
+if want 2; then
+  note "2. zero copy"
+  out "## 2. Zero copy: 16 items of 256 MiB (4 GiB) through identity stages"
+  out ""
+  zruns=$((RUNS > 5 ? RUNS : 5))
+  out "wall time, median of $zruns runs (spread min..max)"
+  out ""
+  out "| pipeline | wall | spread | GiB/s through the chain |"
+  out "|---|---|---|---|"
+  declare -A ZC
+  total=$((16 * 256 * 1024 * 1024))
+  for k in 0 1 4; do
+    note "  K=$k"
+    f=$(chain $k 16 256MiB)
+    RUNS=$zruns timeit "zc-$k" --warmup 1 -- "$SLUICE run $f --threads $THREADS --quiet"
+    ZC[$k]=$MED
+    out "| gen ! $k × identity ! discard | $(printf '%.3f s' "$MED") | $(printf '%.3f..%.3f' "$MIN" "$MAX") | $(calc "$total / $MED / 2^30" | xargs printf '%.2f') |"
+  done
+  diff=$(calc "100 * (${ZC[4]} - ${ZC[1]}) / ${ZC[1]}")
+  if awk -v d="$diff" 'BEGIN { exit !(d < 5) }'; then verdict="met"; else verdict="**missed**"; fi
+  out ""
+  out "4 identity stages vs 1: $(printf '%+.1f%%' "$diff") (claim: < 5%: $verdict)."
+  out ""
+  note "  memory bandwidth"
+  MEMBW=$BUILD/bench/membw
+  if [ ! -x "$MEMBW" ]; then
+    MEMBW=$TMP/membw
+    cc -O2 -std=c11 -D_POSIX_C_SOURCE=200809L -pthread -o "$MEMBW" "$HERE/membw.c"
+  fi
+  "$MEMBW" 1024 "$(nproc)" 5 >"$TMP/membw.txt"
+  bw() { sed -n "s/^$1=//p" "$TMP/membw.txt"; }
+  fill=$(calc "$total / ${ZC[1]} / 2^30")
+  copy3=$(calc "3 * $total / ($(bw memcpy_mt) * 2^30)")
+  out "Physical limit (membw, 1 GiB buffer, best of 5): memset $(bw memset_1t) GiB/s on 1 thread,"
+  out "$(bw memset_mt) GiB/s on $(nproc); memcpy $(bw memcpy_1t) GiB/s on 1 thread, $(bw memcpy_mt) GiB/s on $(nproc)."
+  out ""
+  out "- gen's fill rate through the chain: $(printf '%.2f' "$fill") GiB/s = $(calc "100 * $fill / $(bw memset_mt)" | xargs printf '%.0f')% of memset bandwidth"
+  out "  (gen computes every word with splitmix64, so it is bound by arithmetic, not memory)."
+  out "- If each of the 3 extra identity stages copied its payload, the copies alone would take"
+  out "  about $(printf '%.2f' "$copy3") s at memcpy bandwidth, $(calc "100 * $copy3 / ${ZC[1]}" | xargs printf '%.0f')% of the 1-stage wall time: a copy would show."
+  out ""
+fi
+
+# ---------------------------------------------------------------- 3. bounded memory
+
+if want 3; then
+  note "3. bounded memory"
+  out "## 3. Backpressure: peak RSS does not grow with the input"
+  out ""
+  out "\`gen count=N size=1MiB ! identity sleep_us=2000 ! discard\`, peak_rss_bytes from --stats-json, median of $RUNS"
+  out ""
+  out "| N | input | peak RSS | wall |"
+  out "|---|---|---|---|"
+  declare -A RSS
+  for n in 200 2000; do
+    note "  N=$n"
+    f="$TMP/bp-$n.pipe"
+    echo "gen count=$n size=1MiB ! identity sleep_us=2000 ! discard" >"$f"
+    rss=() walls=()
+    for ((r = 0; r < RUNS; r++)); do
+      "$SLUICE" run "$f" --threads "$THREADS" --quiet --stats-json "$TMP/bp.json"
+      rss+=("$(jq '.peak_rss_bytes' "$TMP/bp.json")")
+      walls+=("$(jq '.wall_s' "$TMP/bp.json")")
+    done
+    RSS[$n]=$(printf '%s\n' "${rss[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+    w=$(printf '%s\n' "${walls[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+    out "| $n | $(fmt_bytes $((n * 1048576))) | $(fmt_bytes "${RSS[$n]}") | $(printf '%.2f s' "$w") |"
+  done
+  ratio=$(calc "${RSS[2000]} / ${RSS[200]}")
+  if awk -v r="$ratio" 'BEGIN { exit !(r <= 1.2 && r >= 1/1.2) }'; then verdict="met"; else verdict="**missed**"; fi
+  out ""
+  out "RSS(N=2000) / RSS(N=200) = $(printf '%.2f' "$ratio") (must be within 20%: $verdict)."
+  out ""
+fi
+
+# ---------------------------------------------------------------- 4. io ordering
+
+if want 4; then
+  note "4. io ordering"
+  IO_N=20000
+  out "## 4. io stages: workers and order ($IO_N items of 4 KiB, page cache, no fsync)"
+  out ""
+  out "items/s, median of $RUNS; Python: ThreadPoolExecutor(4) with map (ordered) or as_completed"
+  out ""
+  out "| stage | workers, order | sluice | spread | Python equivalent | Python | sluice/Python |"
+  out "|---|---|---|---|---|---|---|"
+  src=$TMP/src dst=$TMP/dst
+  echo "gen count=$IO_N size=4KiB ! files.write dir=$src" | "$SLUICE" run - --threads "$THREADS" --quiet
+  for cfg in "1 source write-serial" "4 source write-map" "4 any write-any" \
+             "1 source read-serial" "4 source read-map" "4 any read-any"; do
+    read -r w o pm <<<"$cfg"
+    f="$TMP/io-$pm.pipe"
+    if [[ $pm == write-* ]]; then
+      stage=files.write
+      echo "gen count=$IO_N size=4KiB ! files.write dir=$dst workers=$w order=$o" >"$f"
+      pyargs="--dir $dst --count $IO_N --size 4096 --workers 4"
+      prep=(--prepare "rm -rf $dst")
+    else
+      stage=files.read
+      echo "files.list dir=$src ! files.read workers=$w order=$o ! discard" >"$f"
+      pyargs="--dir $src --workers 4"
+      prep=()
+    fi
+    note "  $stage workers=$w order=$o"
+    timeit "io-$pm" "${prep[@]}" -- "$SLUICE run $f --threads $THREADS --quiet"
+    rs=$(calc "$IO_N / $MED"); lo=$(calc "$IO_N / $MAX"); hi=$(calc "$IO_N / $MIN")
+    timeit "py-$pm" "${prep[@]}" -- "$PY $HERE/py_io.py $pm $pyargs"
+    rp=$(calc "$IO_N / $MED")
+    out "| $stage | $w, $o | **$(fmt_rate "$rs")** | $(fmt_rate "$lo")..$(fmt_rate "$hi") | $pm | $(fmt_rate "$rp") | $(calc "$rs / $rp" | xargs printf '%.1f')× |"
+  done
+  out ""
+fi
+
+out "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+note "report written to $REPORT"
