@@ -7,15 +7,16 @@
  * token; sl_cores_try_acquire lets a worker that already holds one borrow
  * idle tokens for parallelism inside one item without ever waiting.
  *
- * Fairness: blocked acquirers are served in arrival order with tickets
- * (next_ticket is handed out, serving is the ticket allowed to take tokens
- * next), and try_acquire leaves one free token per queued waiter, so
- * neither a stream of newcomers nor opportunistic borrowers can starve a
- * waiter. A newcomer only skips the line when nobody is queued.
+ * Fairness: blocked acquirers wait in a FIFO list, each on its own
+ * condition variable, and only the head of the line may take tokens; a
+ * release wakes the head alone (a shared condition would wake every waiting
+ * stage driver for each token, which profiling showed dominating tiny-item
+ * pipelines). try_acquire leaves one free token per queued waiter, so
+ * neither newcomers nor opportunistic borrowers can starve a waiter. A
+ * newcomer only skips the line when nobody is queued.
  *
- * Invariants (under `lock`): in_use <= budget; peak >= in_use;
- * serving <= next_ticket and next_ticket - serving == number of queued
- * waiters; once canceled, acquire fails forever.
+ * Invariants (under `lock`): in_use <= budget; peak >= in_use; `queued`
+ * is the length of the waiter list; once canceled, acquire fails forever.
  *
  * Lock order: the cores lock is a leaf.
  */
@@ -26,15 +27,21 @@
 #include <stdio.h>
 #include <unistd.h>
 
+/* A blocked acquirer; lives on its stack while it waits. */
+typedef struct waiter {
+  pthread_cond_t cv;
+  struct waiter *next;
+} waiter;
+
 struct sl_cores {
   pthread_mutex_t lock;
-  pthread_cond_t cond; /* queued acquirers: tokens released, turn or cancel */
-  unsigned budget;     /* immutable after create */
+  waiter *head, *tail;  /* FIFO of blocked acquirers */
+  unsigned queued;
+  unsigned budget;      /* immutable after create */
   unsigned in_use;
   /* Written under the lock, read by sl_cores_peak() without it (it takes a
    * const pointer); relaxed is enough for a monotonic statistic. */
   atomic_uint peak;
-  uint64_t next_ticket, serving;
   bool canceled;
 };
 
@@ -49,7 +56,6 @@ int sl_cores_create(sl_cores **out, unsigned budget) {
   sl_cores *c = calloc(1, sizeof *c);
   if (!c) return SL_ENOMEM;
   sl__mutex_init(&c->lock);
-  sl__cond_init(&c->cond);
   c->budget = budget;
   atomic_init(&c->peak, 0);
   *out = c;
@@ -59,7 +65,6 @@ int sl_cores_create(sl_cores **out, unsigned budget) {
 void sl_cores_destroy(sl_cores *c) {
   if (!c) return;
   pthread_mutex_destroy(&c->lock);
-  pthread_cond_destroy(&c->cond);
   free(c);
 }
 
@@ -73,26 +78,45 @@ static unsigned take(sl_cores *c, unsigned avail, unsigned max) {
   return k;
 }
 
+/* Wakes the head of the line if it could take a token now. Caller holds
+ * the lock. */
+static void wake_head(sl_cores *c) {
+  if (c->head && (c->in_use < c->budget || c->canceled))
+    sl__cond_signal(&c->head->cv);
+}
+
+static void dequeue(sl_cores *c, waiter *me) {
+  waiter **pp = &c->head, *prev = NULL;
+  while (*pp != me) {
+    prev = *pp;
+    pp = &(*pp)->next;
+  }
+  *pp = me->next;
+  if (c->tail == me) c->tail = prev;
+  c->queued--;
+}
+
 int sl_cores_acquire(sl_cores *c, unsigned max) {
   if (max == 0) return SL_EINVAL;
   sl__mutex_lock(&c->lock);
   int rc;
   if (c->canceled) {
     rc = SL_ECANCELED;
-  } else if (c->next_ticket == c->serving && c->in_use < c->budget) {
+  } else if (!c->head && c->in_use < c->budget) {
     rc = (int)take(c, c->budget - c->in_use, max); /* nobody queued */
   } else {
-    uint64_t me = c->next_ticket++;
-    while (!c->canceled && (c->serving != me || c->in_use == c->budget))
-      sl__cond_wait(&c->cond, &c->lock);
-    if (c->canceled) {
-      rc = SL_ECANCELED;
-    } else {
-      rc = (int)take(c, c->budget - c->in_use, max);
-      c->serving++;
-      /* The next in line may find tokens left over. */
-      if (c->serving != c->next_ticket) sl__cond_broadcast(&c->cond);
-    }
+    waiter me = {.next = NULL};
+    sl__cond_init(&me.cv);
+    if (c->tail) c->tail->next = &me;
+    else c->head = &me;
+    c->tail = &me;
+    c->queued++;
+    while (!c->canceled && (c->head != &me || c->in_use == c->budget))
+      sl__cond_wait(&me.cv, &c->lock);
+    dequeue(c, &me);
+    rc = c->canceled ? SL_ECANCELED : (int)take(c, c->budget - c->in_use, max);
+    wake_head(c); /* the next in line may find tokens left over */
+    pthread_cond_destroy(&me.cv);
   }
   sl__mutex_unlock(&c->lock);
   return rc;
@@ -101,10 +125,9 @@ int sl_cores_acquire(sl_cores *c, unsigned max) {
 unsigned sl_cores_try_acquire(sl_cores *c, unsigned max) {
   sl__mutex_lock(&c->lock);
   unsigned got = 0;
-  uint64_t queued = c->next_ticket - c->serving;
   unsigned free_now = c->budget - c->in_use;
-  if (!c->canceled && max > 0 && free_now > queued)
-    got = take(c, free_now - (unsigned)queued, max);
+  if (!c->canceled && max > 0 && free_now > c->queued)
+    got = take(c, free_now - c->queued, max);
   sl__mutex_unlock(&c->lock);
   return got;
 }
@@ -120,22 +143,20 @@ void sl_cores_release(sl_cores *c, unsigned n) {
     abort();
   }
   c->in_use -= n;
-  /* Broadcast: only the head of the line may take, and it is not known
-   * which waiter that is. Waiters are few (one per stage worker). */
-  if (c->serving != c->next_ticket) sl__cond_broadcast(&c->cond);
+  wake_head(c);
   sl__mutex_unlock(&c->lock);
 }
 
 void sl_cores_cancel(sl_cores *c) {
   sl__mutex_lock(&c->lock);
   c->canceled = true;
-  sl__cond_broadcast(&c->cond);
+  for (waiter *w = c->head; w; w = w->next) sl__cond_signal(&w->cv);
   sl__mutex_unlock(&c->lock);
 }
 
 unsigned sl__cores_queued(sl_cores *c) {
   sl__mutex_lock(&c->lock);
-  unsigned n = (unsigned)(c->next_ticket - c->serving);
+  unsigned n = c->queued;
   sl__mutex_unlock(&c->lock);
   return n;
 }

@@ -31,6 +31,9 @@ char *sl__strndup(const char *s, size_t n);
 char *sl__asprintf(const char *fmt, ...) SL_PRINTF(1, 2);
 char *sl__vasprintf(const char *fmt, va_list ap);
 
+/* "1.5 MiB", "512 B": binary units, one decimal. */
+void sl__format_bytes(char *buf, size_t n, uint64_t bytes);
+
 /* Growable string buffer. */
 typedef struct sl__buf {
   char *data;

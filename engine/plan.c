@@ -30,17 +30,6 @@ uint64_t sl__queue_bytes(const sl_run_options *opt) {
   return opt && opt->queue_bytes ? opt->queue_bytes : SL__DEFAULT_QUEUE_BYTES;
 }
 
-static void fmt_size(char *buf, size_t n, uint64_t b) {
-  const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = (double)b;
-  int i = 0;
-  while (v >= 1024 && i < 4) {
-    v /= 1024;
-    i++;
-  }
-  snprintf(buf, n, i ? "%.1f %s" : "%.0f %s", v, u[i]);
-}
-
 /* Bytes per output item of stage i, following SAME kinds upstream; 0 when
  * unknown. */
 static uint64_t out_item_bytes(sl_pipeline *p, size_t i) {
@@ -109,12 +98,12 @@ int sl_pipeline_plan(sl_pipeline *p, const sl_run_options *opt, FILE *out) {
   }
   uint64_t hard = 2 * budget, bound = known && queued + hand < hard ? queued + hand : hard;
   char b1[24], b2[24], b3[24], b4[24];
-  fmt_size(b1, sizeof b1, budget);
-  fmt_size(b2, sizeof b2, bound);
-  fmt_size(b3, sizeof b3, queued);
-  fmt_size(b4, sizeof b4, hand);
+  sl__format_bytes(b1, sizeof b1, budget);
+  sl__format_bytes(b2, sizeof b2, bound);
+  sl__format_bytes(b3, sizeof b3, queued);
+  sl__format_bytes(b4, sizeof b4, hand);
   char b5[24];
-  fmt_size(b5, sizeof b5, sl__queue_bytes(opt));
+  sl__format_bytes(b5, sizeof b5, sl__queue_bytes(opt));
   fprintf(out, "memory: arena budget %s (--memory), queues up to %s each (--queue-bytes)\n", b1, b5);
   if (known)
     fprintf(out, "worst case: %s of payload (queues %s + in flight %s, capped at twice the budget)\n",

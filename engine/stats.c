@@ -126,17 +126,6 @@ void sl__progress_update(sl_run *r, bool final) {
 
 /* --- summary ----------------------------------------------------------- */
 
-static void fmt_bytes(char *buf, size_t n, uint64_t b) {
-  const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = (double)b;
-  int i = 0;
-  while (v >= 1024 && i < 4) {
-    v /= 1024;
-    i++;
-  }
-  snprintf(buf, n, i ? "%.1f %s" : "%.0f %s", v, u[i]);
-}
-
 static double pct(double part, double whole) {
   return whole > 0 ? 100.0 * part / whole : 0;
 }
@@ -156,8 +145,8 @@ void sl__report_write(sl_run *r, FILE *out) {
     stage_fig f;
     figures(r, i, &f);
     char bi[16], bo[16];
-    fmt_bytes(bi, sizeof bi, f.bytes_in);
-    fmt_bytes(bo, sizeof bo, f.bytes_out);
+    sl__format_bytes(bi, sizeof bi, f.bytes_in);
+    sl__format_bytes(bo, sizeof bo, f.bytes_out);
     double cap = stage_width(r, i) * wall;
     fprintf(out, "  %-3zu %-16s %-6s %7u %10llu %10llu %10s %10s %5.0f%% %7.0f%% %7.0f%%\n",
             i + 1, r->rt[i].def->name, sl_exec_class_name(r->rt[i].def->exec),
@@ -168,7 +157,7 @@ void sl__report_write(sl_run *r, FILE *out) {
   int b = sl__bottleneck(r, wall);
   if (b >= 0) fprintf(out, "  bottleneck: %s (stage %d)\n", r->rt[b].def->name, b + 1);
   char rss[16];
-  fmt_bytes(rss, sizeof rss, sl__peak_rss_bytes());
+  sl__format_bytes(rss, sizeof rss, sl__peak_rss_bytes());
   fprintf(out, "  peak memory: %s RSS\n", rss);
   if (r->nfailures) {
     fprintf(out, "failures (%zu):\n", r->nfailures);

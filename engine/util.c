@@ -219,3 +219,14 @@ int sl_parse_size(const char *text, uint64_t *out) {
   *out = (uint64_t)bytes;
   return 0;
 }
+
+void sl__format_bytes(char *buf, size_t n, uint64_t bytes) {
+  static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = (double)bytes;
+  int i = 0;
+  while (v >= 1024 && i < 4) {
+    v /= 1024;
+    i++;
+  }
+  snprintf(buf, n, i ? "%.1f %s" : "%.0f %s", v, unit[i]);
+}

@@ -85,14 +85,18 @@ static uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
 
 static void store16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
 
-/* A chunk type for messages: the four letters, or hex when not letters. */
-static const char *type_name(const uint8_t *t, char out[20]) {
-  int letters = 1;
+/* PNG chunk types are four ASCII letters. */
+static int type_ok(const uint8_t *t) {
   for (int i = 0; i < 4; i++) {
     int c = t[i];
-    if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'))) letters = 0;
+    if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'))) return 0;
   }
-  if (letters)
+  return 1;
+}
+
+/* A chunk type for messages: the four letters, or hex when not letters. */
+static const char *type_name(const uint8_t *t, char out[20]) {
+  if (type_ok(t))
     snprintf(out, 20, "%c%c%c%c", t[0], t[1], t[2], t[3]);
   else
     snprintf(out, 20, "0x%02x%02x%02x%02x", t[0], t[1], t[2], t[3]);
@@ -308,7 +312,7 @@ static int scan_chunks(const uint8_t *b, size_t len, const sl_png_info *hdr,
       return errf(err, errlen, SL_EFORMAT, "%s chunk at byte %zu: length %"
                   PRIu32 " exceeds 2^31-1", type_name(t, tn), at, n);
     type_name(t, tn);
-    if (tn[0] == '0')
+    if (!type_ok(t))
       return errf(err, errlen, SL_EFORMAT, "invalid chunk type %s at byte %zu",
                   tn, at);
     if ((uint64_t)n + 4 > len - at - 8)
@@ -414,8 +418,10 @@ static int rescan(const void *buf, size_t len, const sl_png_info *info,
       fresh->channels != info->channels || fresh->depth != info->depth ||
       fresh->stride != info->stride)
     return errf(err, errlen, SL_EINVAL, "decode: info (%" PRIu32 "x%" PRIu32
-                ") does not describe this buffer (%" PRIu32 "x%" PRIu32 ")",
-                info->width, info->height, fresh->width, fresh->height);
+                ", %" PRIu32 "x%" PRIu32 "-bit) does not describe this buffer "
+                "(%" PRIu32 "x%" PRIu32 ", %" PRIu32 "x%" PRIu32 "-bit)",
+                info->width, info->height, info->channels, info->depth,
+                fresh->width, fresh->height, fresh->channels, fresh->depth);
   return 0;
 }
 
@@ -912,6 +918,30 @@ static const char *progress(const sl_png_info *info, uint64_t done,
   return buf;
 }
 
+/* Runs zlib over z[0..n) (32 KiB window, as libpng is configured) into a
+ * scratch buffer until it stops or passes `want` bytes; *out gets the count.
+ * @return zlib's last return code; the stream stays open for its message. */
+static int inflate_count(z_stream *s, const uint8_t *z, size_t n,
+                         uint64_t want, uint64_t *out) {
+  uint8_t scratch[16384];
+  size_t fed = 0;
+  int ret;
+  *out = 0;
+  do {
+    if (s->avail_in == 0 && fed < n) {
+      size_t step = n - fed < (1u << 30) ? n - fed : (1u << 30);
+      s->next_in = (Bytef *)(uintptr_t)(z + fed);
+      s->avail_in = (uInt)step;
+      fed += step;
+    }
+    s->next_out = scratch;
+    s->avail_out = sizeof scratch;
+    ret = inflate(s, Z_NO_FLUSH);
+    *out += sizeof scratch - s->avail_out;
+  } while (ret == Z_OK && *out <= want);
+  return ret;
+}
+
 /* Names why the zlib stream z[0..n) did not inflate to exactly `want` bytes,
  * by running zlib over it into a scratch buffer. @return SL_EFORMAT (message
  * set), SL_ENOMEM, or 1 when zlib inflates it fine (libdeflate disagreed). */
@@ -921,22 +951,8 @@ static int diagnose_zlib(const uint8_t *z, size_t n, const sl_png_info *info,
   memset(&s, 0, sizeof s);
   if (inflateInit2(&s, 15) != Z_OK)
     return errf(err, errlen, SL_ENOMEM, "out of memory (zlib)");
-  uint8_t scratch[16384];
-  uint64_t out = 0;
-  size_t fed = 0;
-  int ret;
-  do {
-    if (s.avail_in == 0 && fed < n) {
-      size_t step = n - fed < (1u << 30) ? n - fed : (1u << 30);
-      s.next_in = (Bytef *)(uintptr_t)(z + fed);
-      s.avail_in = (uInt)step;
-      fed += step;
-    }
-    s.next_out = scratch;
-    s.avail_out = sizeof scratch;
-    ret = inflate(&s, Z_NO_FLUSH);
-    out += sizeof scratch - s.avail_out;
-  } while (ret == Z_OK && out <= want);
+  uint64_t out;
+  int ret = inflate_count(&s, z, n, want, &out);
   const char *msg = s.msg ? s.msg : "invalid data";
   char where[96] = "all image rows"; /* errors past the rows libpng may miss */
   if (out < want) progress(info, out, where, sizeof where);
@@ -1128,11 +1144,15 @@ typedef struct lp_ctx {
   size_t len, pos;
   char *err;
   size_t errlen;
+  int code; /* what lp_run returns after a longjmp */
 } lp_ctx;
 
 static void lp_error(png_structp png, png_const_charp msg) {
   lp_ctx *c = png_get_error_ptr(png);
-  errf(c->err, c->errlen, SL_EFORMAT, "%s", msg);
+  if (!msg) msg = "libpng error";
+  /* libpng says "Out of Memory" / "insufficient memory" when malloc fails */
+  c->code = strstr(msg, "emory") ? SL_ENOMEM : SL_EFORMAT;
+  errf(c->err, c->errlen, c->code, "%s", msg);
   png_longjmp(png, 1);
 }
 
@@ -1167,9 +1187,9 @@ static void lp_configure(png_structp png) {
 /* Everything between setjmp and the end of the image; a libpng error
  * longjmps back here. No local is modified after setjmp and used after the
  * jump, and nothing is allocated outside libpng's structs. */
-static int lp_run(png_structp png, png_infop pi, const sl_png_info *info,
-                  uint8_t *dst) {
-  if (setjmp(png_jmpbuf(png))) return SL_EFORMAT;
+static int lp_run(png_structp png, png_infop pi, const lp_ctx *ctx,
+                  const sl_png_info *info, uint8_t *dst) {
+  if (setjmp(png_jmpbuf(png))) return ctx->code;
   png_read_info(png, pi);
   int ct = png_get_color_type(png, pi), bd = png_get_bit_depth(png, pi);
   if (ct == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
@@ -1192,7 +1212,7 @@ static int lp_run(png_structp png, png_infop pi, const sl_png_info *info,
 
 static int libpng_decode(const uint8_t *b, size_t len, const sl_png_info *info,
                          uint8_t *dst, char *err, size_t errlen) {
-  lp_ctx ctx = {b, len, 0, err, errlen};
+  lp_ctx ctx = {b, len, 0, err, errlen, SL_EFORMAT};
   png_structp png =
       png_create_read_struct(PNG_LIBPNG_VER_STRING, &ctx, lp_error, lp_warning);
   if (!png) return errf(err, errlen, SL_ENOMEM, "out of memory (libpng)");
@@ -1203,7 +1223,7 @@ static int libpng_decode(const uint8_t *b, size_t len, const sl_png_info *info,
   }
   lp_configure(png);
   png_set_read_fn(png, &ctx, lp_read);
-  int rc = lp_run(png, pi, info, dst);
+  int rc = lp_run(png, pi, &ctx, info, dst);
   png_destroy_read_struct(&png, &pi, NULL);
   return rc;
 }

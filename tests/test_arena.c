@@ -55,6 +55,28 @@ static bool check(const void *p, size_t n, uint32_t seed) {
   return true;
 }
 
+/* Stamps a block: its seed in the first bytes, then a pattern on the first
+ * and last bytes and at every 64-byte line in between -- any overlap of two
+ * live blocks (at least one 64-byte unit) breaks somebody's stamp. */
+static void stamp(sl_block *b, uint32_t seed) {
+  uint8_t *d = sl_block_data(b);
+  size_t n = sl_block_size(b);
+  if (n >= 4) memcpy(d, &seed, 4);
+  for (size_t i = 4; i < n; i += (i < 256 || i + 256 >= n) ? 1 : 64)
+    d[i] = pat(seed, i);
+}
+
+static bool stamped(const sl_block *b, uint32_t seed) {
+  const uint8_t *d = sl_block_data(b);
+  size_t n = sl_block_size(b);
+  uint32_t s = seed;
+  if (n >= 4) memcpy(&s, d, 4);
+  if (s != seed) return false;
+  for (size_t i = 4; i < n; i += (i < 256 || i + 256 >= n) ? 1 : 64)
+    if (d[i] != pat(seed, i)) return false;
+  return true;
+}
+
 /* Returns once some thread is queued for budget in `a`; `probe` bytes must
  * fit in the free budget meanwhile. */
 static void wait_for_waiter(sl_arena *a, size_t probe) {
@@ -196,33 +218,202 @@ TEST(coalescing) {
   sl_arena_destroy(a);
 }
 
+/* Size of the shm object behind segment `id` (what ftruncate made it). */
+static uint64_t seg_file_size(sl_arena *a, uint32_t id) {
+  int fd = sl_arena_segment_fd(a, id);
+  ASSERT(fd >= 0);
+  struct stat sb;
+  ASSERT_EQ(fstat(fd, &sb), 0);
+  return (uint64_t)sb.st_size;
+}
+
+/* A block over a quarter segment gets a segment of its own, sized to its
+ * size class (8 per power of two), which outlives it in the cache. */
 TEST(large_blocks_own_segment) {
   sl_arena *a = mk(64 * MiB, MiB);
-  long page = sysconf(_SC_PAGESIZE);
-  size_t big = 300 * KiB + 5;
-  sl_block *b = NULL, *c = NULL;
+  size_t big = 300 * KiB + 5; /* 300 KiB + 64 rounds up to 320 KiB */
+  sl_block *b = NULL;
   ASSERT_EQ(stats(a).segments, 1);
   ASSERT_OK(sl_arena_alloc(a, big, &b));
   ASSERT_EQ(stats(a).segments, 2);
   sl_block_ref r = sl_block_get_ref(b);
   ASSERT_EQ(r.offset, 0);
   ASSERT_EQ(r.size, big);
-  ASSERT_EQ(r.segment_size, (big + (size_t)page - 1) / (size_t)page * (size_t)page);
-  ASSERT_EQ(stats(a).in_use, round64(big));
+  ASSERT_EQ(r.segment_size, 320 * KiB);
+  ASSERT_EQ(seg_file_size(a, r.segment), 320 * KiB);
+  ASSERT_EQ(stats(a).in_use, round64(big)); /* the budget counts the block */
+  ASSERT_EQ(stats(a).cached, 0);
   fill(sl_block_data(b), big, 3);
   ASSERT(check(sl_block_data(b), big, 3));
-  int fd = sl_arena_segment_fd(a, r.segment);
-  ASSERT(fd >= 0);
   sl_block_release(b);
-  ASSERT_EQ(stats(a).segments, 1);
-  ASSERT_EQ(stats(a).in_use, 0);
-  ASSERT_EQ(sl_arena_segment_fd(a, r.segment), -1);
-  ASSERT_OK(sl_arena_alloc(a, 2 * MiB, &c)); /* the id is reused */
-  ASSERT_EQ(sl_block_get_ref(c).segment, r.segment);
-  ASSERT_EQ(stats(a).segments, 2);
-  sl_block_release(c);
-  ASSERT_EQ(stats(a).segments, 1);
+  sl_arena_stats st = stats(a);
+  ASSERT_EQ(st.in_use, 0);
+  ASSERT_EQ(st.cached, 320 * KiB);
+  ASSERT_EQ(st.segments, 2); /* cached, still a segment */
+  ASSERT(sl_arena_segment_fd(a, r.segment) >= 0);
+  /* Exact powers of two and page multiples stay as they are. */
+  ASSERT_OK(sl_arena_alloc(a, 2 * MiB, &b));
+  ASSERT_EQ(sl_block_get_ref(b).segment_size, 2 * MiB);
+  ASSERT_NE(sl_block_get_ref(b).segment, r.segment); /* 320 KiB is too small */
+  ASSERT_EQ(stats(a).segments, 3);
+  sl_block_release(b);
   sl_arena_destroy(a);
+}
+
+/* A dead large block's segment goes to the next large block of its size
+ * class: same id, same memory, no new segment, however many cycles. A
+ * bigger class misses; a smaller one takes a segment up to twice its size,
+ * trimmed when over 25% too big. */
+TEST(large_segment_reused) {
+  sl_arena *a = mk(64 * MiB, MiB); /* cache cap: 32 MiB */
+  sl_block *b = NULL, *c = NULL;
+  ASSERT_OK(sl_arena_alloc(a, 3 * MiB, &b));
+  sl_block_ref r = sl_block_get_ref(b);
+  void *p = sl_block_data(b);
+  ASSERT_EQ(r.segment_size, 3 * MiB);
+  sl_block_release(b);
+  ASSERT_EQ(stats(a).cached, 3 * MiB);
+  for (uint32_t i = 0; i < 100; i++) {
+    size_t size = 3 * MiB - (i * 4099u) % (256 * KiB); /* class 3 MiB */
+    ASSERT_OK(sl_arena_alloc(a, size, &b));
+    sl_block_ref q = sl_block_get_ref(b);
+    ASSERT_EQ(q.segment, r.segment);
+    ASSERT_EQ(q.segment_size, 3 * MiB);
+    ASSERT(sl_block_data(b) == p);
+    sl_arena_stats st = stats(a);
+    ASSERT_EQ(st.segments, 2);
+    ASSERT_EQ(st.cached, 0);
+    ASSERT_EQ(st.in_use, round64(size));
+    stamp(b, i);
+    ASSERT(stamped(b, i));
+    sl_block_release(b);
+  }
+  ASSERT_EQ(stats(a).cached, 3 * MiB);
+  ASSERT_OK(sl_arena_alloc(a, 3 * MiB + 1, &c)); /* class 3.25 MiB: new */
+  sl_block_ref rc = sl_block_get_ref(c);
+  ASSERT_NE(rc.segment, r.segment);
+  ASSERT_EQ(rc.segment_size, 3 * MiB + 256 * KiB);
+  ASSERT_EQ(stats(a).segments, 3);
+  sl_block_release(c);
+  ASSERT_EQ(stats(a).cached, 6 * MiB + 256 * KiB);
+  /* 1.5 MiB: the 3 MiB segment (best fit, 2x) is cut to 1.5 MiB. */
+  ASSERT_OK(sl_arena_alloc(a, 3 * MiB / 2, &b));
+  sl_block_ref q = sl_block_get_ref(b);
+  ASSERT_EQ(q.segment, r.segment);
+  ASSERT_EQ(q.segment_size, 3 * MiB / 2);
+  ASSERT_EQ(seg_file_size(a, q.segment), 3 * MiB / 2);
+  ASSERT_EQ(stats(a).cached, 3 * MiB + 256 * KiB);
+  fill(sl_block_data(b), q.size, 5);
+  void *base, *data;
+  size_t len;
+  ASSERT_OK(sl_block_map(sl_arena_segment_fd(a, q.segment), q, &base, &len,
+                         &data));
+  ASSERT(check(data, q.size, 5)); /* the file and our mapping agree */
+  sl_block_unmap(base, len);
+  /* 2.6 MiB (class 2.75 MiB) takes the 3.25 MiB one, untrimmed (< 25%). */
+  ASSERT_OK(sl_arena_alloc(a, 2600 * KiB, &c));
+  ASSERT_EQ(sl_block_get_ref(c).segment, rc.segment);
+  ASSERT_EQ(sl_block_get_ref(c).segment_size, 3 * MiB + 256 * KiB);
+  fill(sl_block_data(c), 2600 * KiB, 6);
+  ASSERT(check(sl_block_data(c), 2600 * KiB, 6));
+  ASSERT_EQ(stats(a).cached, 0);
+  ASSERT_EQ(stats(a).segments, 3);
+  sl_block_release(b);
+  sl_block_release(c);
+  /* 320 KiB: both cached segments are over twice that. */
+  ASSERT_OK(sl_arena_alloc(a, 300 * KiB, &b));
+  ASSERT_EQ(stats(a).segments, 4);
+  sl_block_release(b);
+  ASSERT_EQ(stats(a).cached, 3 * MiB / 2 + 3 * MiB + 256 * KiB + 320 * KiB);
+  sl_arena_destroy(a);
+}
+
+/* Cached bytes stay within budget/2 and at most 8 segments are cached; the
+ * oldest go first; a segment over the cap is not cached at all. */
+TEST(segment_cache_bounded) {
+  sl_arena *a = mk(8 * MiB, MiB); /* cache cap: 4 MiB */
+  sl_block *b[12];
+  uint32_t id[12];
+  for (int i = 0; i < 7; i++) {
+    ASSERT_OK(sl_arena_alloc(a, MiB, &b[i]));
+    id[i] = sl_block_get_ref(b[i]).segment;
+  }
+  ASSERT_EQ(stats(a).segments, 8);
+  for (int i = 0; i < 7; i++) {
+    sl_block_release(b[i]);
+    uint64_t kept = i + 1 < 4 ? (uint64_t)i + 1 : 4;
+    ASSERT_EQ(stats(a).cached, kept * MiB);
+    ASSERT_EQ(stats(a).segments, 1 + (6 - (uint64_t)i) + kept);
+  }
+  for (int i = 0; i < 7; i++) /* the three released first were dropped */
+    ASSERT_EQ(sl_arena_segment_fd(a, id[i]) >= 0, i >= 3);
+  bool seen[12] = {false};
+  for (int i = 0; i < 4; i++) { /* the four kept are reused */
+    ASSERT_OK(sl_arena_alloc(a, MiB, &b[i]));
+    uint32_t s = sl_block_get_ref(b[i]).segment;
+    ASSERT(s == id[3] || s == id[4] || s == id[5] || s == id[6]);
+    ASSERT(!seen[s]);
+    seen[s] = true;
+  }
+  ASSERT_EQ(stats(a).segments, 5);
+  ASSERT_EQ(stats(a).cached, 0);
+  for (int i = 0; i < 4; i++) sl_block_release(b[i]);
+  ASSERT_OK(sl_arena_alloc(a, 5 * MiB, &b[0])); /* over the 4 MiB cap */
+  uint32_t big = sl_block_get_ref(b[0]).segment;
+  ASSERT_EQ(stats(a).segments, 6);
+  sl_block_release(b[0]);
+  ASSERT_EQ(stats(a).segments, 5);
+  ASSERT_EQ(stats(a).cached, 4 * MiB);
+  ASSERT_EQ(sl_arena_segment_fd(a, big), -1);
+  sl_arena_destroy(a);
+
+  a = mk(64 * MiB, MiB); /* the count cap: 12 x 320 KiB fit in 32 MiB */
+  for (int i = 0; i < 12; i++) ASSERT_OK(sl_arena_alloc(a, 300 * KiB, &b[i]));
+  ASSERT_EQ(stats(a).segments, 13);
+  for (int i = 0; i < 12; i++) sl_block_release(b[i]);
+  ASSERT_EQ(stats(a).cached, 8 * 320 * KiB);
+  ASSERT_EQ(stats(a).segments, 9);
+  sl_arena_destroy(a);
+}
+
+/* Lines of /proc/self/maps naming this process's segments. */
+static int count_shm_maps(void) {
+  char prefix[64], line[512];
+  snprintf(prefix, sizeof prefix, "/dev/shm/sluice-%ld-", (long)getpid());
+  FILE *f = fopen("/proc/self/maps", "r");
+  ASSERT(f != NULL);
+  int n = 0;
+  while (fgets(line, sizeof line, f))
+    if (strstr(line, prefix)) n++;
+  fclose(f);
+  return n;
+}
+
+static int count_fds(void) {
+  DIR *d = opendir("/proc/self/fd");
+  ASSERT(d != NULL);
+  int n = 0;
+  while (readdir(d)) n++;
+  closedir(d);
+  return n;
+}
+
+/* Cached segments stay mapped and open until destroy, which closes and
+ * unmaps them all (the heap side is checked by ASan/valgrind). */
+TEST(destroy_frees_cache) {
+  int fds = count_fds();
+  ASSERT_EQ(count_shm_maps(), 0);
+  sl_arena *a = mk(64 * MiB, MiB);
+  sl_block *b[3];
+  for (int i = 0; i < 3; i++)
+    ASSERT_OK(sl_arena_alloc(a, (size_t)(i + 1) * MiB, &b[i]));
+  for (int i = 0; i < 3; i++) sl_block_release(b[i]);
+  ASSERT_EQ(stats(a).cached, 6 * MiB);
+  ASSERT_EQ(count_shm_maps(), 4);
+  ASSERT_EQ(count_fds(), fds + 4);
+  sl_arena_destroy(a);
+  ASSERT_EQ(count_shm_maps(), 0);
+  ASSERT_EQ(count_fds(), fds);
 }
 
 TEST(empty_segments_released) {
@@ -538,28 +729,6 @@ TEST(enospc_is_clean) {
 
 /* ---- stress ---------------------------------------------------------- */
 
-/* Stamps a block: its seed in the first bytes, then a pattern on the first
- * and last bytes and at every 64-byte line in between -- any overlap of two
- * live blocks (at least one 64-byte unit) breaks somebody's stamp. */
-static void stamp(sl_block *b, uint32_t seed) {
-  uint8_t *d = sl_block_data(b);
-  size_t n = sl_block_size(b);
-  if (n >= 4) memcpy(d, &seed, 4);
-  for (size_t i = 4; i < n; i += (i < 256 || i + 256 >= n) ? 1 : 64)
-    d[i] = pat(seed, i);
-}
-
-static bool stamped(const sl_block *b, uint32_t seed) {
-  const uint8_t *d = sl_block_data(b);
-  size_t n = sl_block_size(b);
-  uint32_t s = seed;
-  if (n >= 4) memcpy(&s, d, 4);
-  if (s != seed) return false;
-  for (size_t i = 4; i < n; i += (i < 256 || i + 256 >= n) ? 1 : 64)
-    if (d[i] != pat(seed, i)) return false;
-  return true;
-}
-
 static uint32_t seed_of(const sl_block *b) {
   uint32_t s;
   memcpy(&s, sl_block_data(b), 4);
@@ -638,14 +807,18 @@ static void *churn_main(void *arg) {
 }
 
 /* Sweep: budget small (threads queue constantly) or large, 1..4 threads,
- * sizes crossing the dedicated-segment threshold, with and without threads
- * that overdraw (odd-numbered ones, up to twice the budget). */
+ * sizes crossing the dedicated-segment threshold (the third mostly above
+ * it, so cached segments are reused, trimmed and dropped all the time),
+ * with and without threads that overdraw (odd-numbered ones, up to twice
+ * the budget). */
 static void churn_sweep(unsigned iters, bool overdraft) {
   static const struct {
     uint64_t budget, segment;
     size_t max;
-  } cfg[] = {{32 * KiB, 64 * KiB, 24 * KiB}, {8 * MiB, MiB, 600 * KiB}};
-  for (size_t k = 0; k < 2; k++) {
+  } cfg[] = {{32 * KiB, 64 * KiB, 24 * KiB},
+             {8 * MiB, MiB, 600 * KiB},
+             {4 * MiB, 128 * KiB, MiB}};
+  for (size_t k = 0; k < 3; k++) {
     for (unsigned nt = 1; nt <= 4; nt++) {
       sl_arena *a = mk(cfg[k].budget, cfg[k].segment);
       _Atomic(sl_block *) slot = NULL;
@@ -667,7 +840,10 @@ static void churn_sweep(unsigned iters, bool overdraft) {
       sl_arena_stats st = stats(a);
       ASSERT_EQ(st.in_use, 0);
       ASSERT_LE(st.peak, (overdraft && nt > 1 ? 2 : 1) * cfg[k].budget);
-      ASSERT_EQ(st.segments, 1); /* only the spare stays */
+      /* Only the spare stays, and the cached large-block segments. */
+      ASSERT_LE(st.cached, cfg[k].budget / 2);
+      ASSERT_LE(st.segments, 1 + 8);
+      ASSERT_EQ(st.segments == 1, st.cached == 0);
       sl_arena_destroy(a);
     }
   }
@@ -717,6 +893,9 @@ static const sl_test_case cases[] = {
     SL_CASE(accounting_and_refcount, "unit"),
     SL_CASE(coalescing, "unit"),
     SL_CASE(large_blocks_own_segment, "unit"),
+    SL_CASE(large_segment_reused, "unit"),
+    SL_CASE(segment_cache_bounded, "unit"),
+    SL_CASE(destroy_frees_cache, "unit"),
     SL_CASE(empty_segments_released, "unit"),
     SL_CASE(budget_wait_woken_by_release, "unit"),
     SL_CASE(try_alloc_eagain_when_full, "unit"),
