@@ -9,24 +9,30 @@
  * coordinate (i + 0.5) * scale, and when shrinking the kernel is widened by
  * the scale so every source pixel contributes (antialiasing).
  *
- * Pipeline of one image:
- *   [pre-shrink]  optional integer box reduction (like libvips' shrink or
- *                 Pillow's reducing_gap) of a large shrink: a cheap average
- *                 of fx*fy blocks into a float image, after which the exact
- *                 filter only has a small factor left to do.
- *   pass 1        horizontal (or vertical) filtering of source rows into a
- *                 float intermediate sized for this pass only.
- *   pass 2        the other axis, one output row at a time, then clamp,
- *                 round and un-premultiply into the destination.
- * The order is chosen by estimated cost (multiply-adds), so a wide-and-flat
- * shrink of one axis does not pay for a full-size intermediate. An axis
- * whose size does not change gets an identity table (one tap of 1.0), which
- * is exact.
+ * Pipeline of one image, streamed row by row:
+ *   pre-shrink   optional integer box reduction of a large shrink (like
+ *                libvips' shrink or Pillow's reducing_gap): each row the
+ *                filter reads is the float mean of an fx x fy block, so
+ *                the exact filter only has a small factor left to do. A
+ *                short last block is weighed by its true width and centre,
+ *                which keeps the geometry exact.
+ *   first pass   horizontal (or vertical) filtering of source rows into a
+ *                small ring of float rows, sized for that pass only:
+ *                max_count rows (horizontal first) or max_overlap output
+ *                accumulators (vertical first), never the whole image.
+ *   second pass  the other axis, one output row at a time as soon as its
+ *                window is complete, then clamp, round and un-premultiply
+ *                into the destination.
+ * The order is chosen by estimated cost (multiply-adds), so a one-axis
+ * resize filters only that axis at full size. An axis whose size does not
+ * change gets an identity table (one tap of 1.0), which is exact.
  *
  * Invariants:
  *  - Everything between load and store is float, colour premultiplied by
  *    alpha when the image has alpha (no dark fringes: a transparent pixel
  *    contributes nothing to its neighbours' colour).
+ *  - Windows of a table never move backwards (first and first+count are
+ *    non-decreasing): the rings rely on it.
  *  - Float rows read by the horizontal pass have SL__RS_ROW_PAD readable
  *    zero (or finite) floats after them: the pass reads whole vectors and
  *    the expanded weights are zero there.
@@ -34,10 +40,14 @@
  *    are instantiated per channel count), contiguous weights and restrict
  *    pointers, so gcc and clang vectorise them without intrinsics.
  *
- * Threads: sl__rs_resize splits the rows of each pass with sl_parallel_for;
- * every chunk writes disjoint rows and owns its malloc'd scratch. Tables
- * and the source are read-only while passes run. A chunk that cannot get
- * scratch memory sets job->failed (atomic) and the resize returns SL_ENOMEM.
+ * Threads: sl__rs_resize splits the output rows into one chunk per worker
+ * (when the image is worth it) and runs them with sl_parallel_for, which
+ * uses only cores the run's budget has free. A chunk re-reads the few
+ * source rows its first window shares with the previous chunk, writes
+ * disjoint destination rows and owns its malloc'd scratch; tables and the
+ * source are read-only. A chunk that cannot get scratch memory sets
+ * job->failed (atomic) and the resize returns SL_ENOMEM; chunks also stop
+ * early (SL_ECANCELED) when the run is being cancelled.
  */
 #include <math.h>
 #include <stdatomic.h>
@@ -59,6 +69,18 @@
 /* Multiply-adds per parallel chunk: below this, waking threads costs more
  * than it saves, so small images run on the calling thread only. */
 #define GRAIN_WORK 400000.0
+
+/* for (i = 0; i < n; i++) BODY, split so that the first part's trip count
+ * is a multiple of 16: gcc's -O2 vectoriser (cost model "very cheap")
+ * only vectorises loops that need no scalar epilogue, so this keeps the
+ * simple row loops vectorised at -O2 as well as -O3. */
+#define RS_ROW_LOOP(i, n, ...)                                                 \
+  do {                                                                         \
+    const size_t rs_n_ = (n), rs_m_ = rs_n_ & ~(size_t)15;                     \
+    size_t i = 0;                                                              \
+    for (; i < rs_m_; i++) { __VA_ARGS__; }                                    \
+    for (; i < rs_n_; i++) { __VA_ARGS__; }                                    \
+  } while (0)
 
 /* ======================================================================
  * Filters
@@ -254,11 +276,45 @@ int sl__rs_table_expand(sl__rs_table *t, unsigned channels) {
  * Horizontal pass
  * ====================================================================== */
 
+#if defined(__GNUC__)
+/* Four floats in one SIMD register: the GCC/clang vector extension, which
+ * lowers to SSE, NEON, ... (or scalar code) without intrinsics. Used where
+ * the autovectoriser would otherwise keep accumulators in memory (gcc -O2
+ * does, for an array of partial sums). */
+typedef float rs_v4 __attribute__((vector_size(16)));
+#define RS_HAVE_V4 1
+static inline rs_v4 v4_load(const float *p) {
+  rs_v4 v;
+  memcpy(&v, p, sizeof v); /* unaligned load */
+  return v;
+}
+#endif
+
+#ifdef RS_HAVE_V4
+/* Writes the C channel sums held in the lanes of a0..a2 (lane l of the
+ * 4*k-th vector = partial sum of channel (4k + l) % C). Element access,
+ * not a copy to memory, keeps the accumulators in registers. */
+RS_INLINE void fold_v4(rs_v4 a0, rs_v4 a1, rs_v4 a2, float *restrict out,
+                       const unsigned C) {
+  rs_v4 v = a0 + a1;
+  switch (C) {
+  case 1: out[0] = (v[0] + v[1]) + (v[2] + v[3]); break;
+  case 2: out[0] = v[0] + v[2], out[1] = v[1] + v[3]; break;
+  case 3: /* 12 lanes: (c0 c1 c2 c0) (c1 c2 c0 c1) (c2 c0 c1 c2) */
+    out[0] = (a0[0] + a0[3]) + (a1[2] + a2[1]);
+    out[1] = (a0[1] + a1[0]) + (a1[3] + a2[2]);
+    out[2] = (a0[2] + a1[1]) + (a2[0] + a2[3]);
+    break;
+  default: memcpy(out, &v, sizeof v); break;
+  }
+}
+#endif
+
 /* One row, C channels, L lanes (both constant after inlining). For each
  * output pixel the weights and the source run side by side as contiguous
- * floats, so the inner loop is L independent multiply-adds: one, two or
- * three SIMD registers of accumulators, no shuffles. Lane l holds partial
- * sums of channel l % C, folded at the end. */
+ * floats, so the inner loop is L independent multiply-adds: two or three
+ * SIMD registers of accumulators, no shuffles. Lane l holds partial sums of
+ * channel l % C, folded at the end. */
 RS_INLINE void hpass_c(const sl__rs_table *t, const float *restrict src,
                        float *restrict dst, const unsigned C, const unsigned L) {
   const size_t xs = t->xstride;
@@ -266,7 +322,16 @@ RS_INLINE void hpass_c(const sl__rs_table *t, const float *restrict src,
     const float *restrict w = t->xw + i * xs;
     const float *restrict s = src + (size_t)t->first[i] * C;
     const size_t n = t->xlen[i];
-    float acc[12] = {0};
+#ifdef RS_HAVE_V4
+    rs_v4 a0 = {0.0f, 0.0f, 0.0f, 0.0f}, a1 = a0, a2 = a0;
+    for (size_t j = 0; j < n; j += L) {
+      a0 += v4_load(w + j) * v4_load(s + j);
+      a1 += v4_load(w + j + 4) * v4_load(s + j + 4);
+      if (L == 12) a2 += v4_load(w + j + 8) * v4_load(s + j + 8);
+    }
+    fold_v4(a0, a1, a2, dst + (size_t)i * C, C);
+#else
+    float acc[12] = {0.0f};
     for (size_t j = 0; j < n; j += L)
       for (unsigned l = 0; l < L; l++) acc[l] += w[j + l] * s[j + l];
     for (unsigned c = 0; c < C; c++) {
@@ -274,6 +339,7 @@ RS_INLINE void hpass_c(const sl__rs_table *t, const float *restrict src,
       for (unsigned l = c; l < L; l += C) v += acc[l];
       dst[(size_t)i * C + c] = v;
     }
+#endif
   }
 }
 
@@ -298,7 +364,7 @@ void sl__rs_hpass_row(const sl__rs_table *t, const float *src, float *dst) {
 /* dst[x] += w * row[x]: the scatter step of the vertical-first order. */
 static void axpy(size_t n, float w, const float *restrict row,
                  float *restrict dst) {
-  for (size_t x = 0; x < n; x++) dst[x] += w * row[x];
+  RS_ROW_LOOP(x, n, dst[x] += w * row[x]);
 }
 
 /* Two taps per sweep halve the loads and stores of dst. */
@@ -309,18 +375,18 @@ void sl__rs_vpass_row(const float *w, uint32_t count, const float *const *rows,
   if (count & 1) {
     const float *restrict r0 = rows[0];
     const float w0 = w[0];
-    for (size_t x = 0; x < n; x++) d[x] = w0 * r0[x];
+    RS_ROW_LOOP(x, n, d[x] = w0 * r0[x]);
     k = 1;
   } else {
     const float *restrict r0 = rows[0], *restrict r1 = rows[1];
     const float w0 = w[0], w1 = w[1];
-    for (size_t x = 0; x < n; x++) d[x] = w0 * r0[x] + w1 * r1[x];
+    RS_ROW_LOOP(x, n, d[x] = w0 * r0[x] + w1 * r1[x]);
     k = 2;
   }
   for (; k < count; k += 2) {
     const float *restrict r0 = rows[k], *restrict r1 = rows[k + 1];
     const float w0 = w[k], w1 = w[k + 1];
-    for (size_t x = 0; x < n; x++) d[x] += w0 * r0[x] + w1 * r1[x];
+    RS_ROW_LOOP(x, n, d[x] += w0 * r0[x] + w1 * r1[x]);
   }
 }
 
@@ -345,10 +411,10 @@ DEFINE_LOAD_PREMUL(load_premul2_u16, uint16_t, 2, 65535.0f)
 DEFINE_LOAD_PREMUL(load_premul4_u16, uint16_t, 4, 65535.0f)
 
 static void load_u8(const uint8_t *restrict s, size_t n, float *restrict d) {
-  for (size_t i = 0; i < n; i++) d[i] = s[i];
+  RS_ROW_LOOP(i, n, d[i] = s[i]);
 }
 static void load_u16(const uint16_t *restrict s, size_t n, float *restrict d) {
-  for (size_t i = 0; i < n; i++) d[i] = s[i];
+  RS_ROW_LOOP(i, n, d[i] = s[i]);
 }
 
 void sl__rs_load_row(const void *src, uint32_t width, unsigned channels,
@@ -374,7 +440,7 @@ static inline float clampf(float v, float hi) {
 
 #define DEFINE_STORE_PLAIN(NAME, T, MAXV)                                      \
   static void NAME(const float *restrict s, size_t n, T *restrict d) {        \
-    for (size_t i = 0; i < n; i++) d[i] = (T)(clampf(s[i], MAXV) + 0.5f);     \
+    RS_ROW_LOOP(i, n, d[i] = (T)(clampf(s[i], MAXV) + 0.5f));                \
   }
 DEFINE_STORE_PLAIN(store_u8, uint8_t, 255.0f)
 DEFINE_STORE_PLAIN(store_u16, uint16_t, 65535.0f)
@@ -433,8 +499,23 @@ typedef struct rs_job {
   vsum_kind vkind;
   const sl__rs_image *dst;
   const sl__rs_table *tx, *ty;
-  atomic_int failed;  /* a chunk ran out of memory */
+  sl_worker *worker;  /* for cancellation; may be NULL */
+  atomic_int failed;  /* 0, or why a chunk gave up: SL_ENOMEM, SL_ECANCELED */
 } rs_job;
+
+/* Records why a chunk gives up (the first reason stays). */
+static void job_fail(rs_job *job, int err) {
+  int expected = 0;
+  atomic_compare_exchange_strong(&job->failed, &expected, err);
+}
+
+/* True when the chunk should stop: an error elsewhere, or the run is being
+ * cancelled (looked at every 16 rows; a row is at most a few ms). */
+static bool job_stopped(rs_job *job, size_t row) {
+  if (row % 16 == 0 && job->worker && sl_worker_canceled(job->worker))
+    job_fail(job, SL_ECANCELED);
+  return atomic_load_explicit(&job->failed, memory_order_relaxed) != 0;
+}
 
 static size_t src_floats(const rs_job *job) {
   return (size_t)job->width * job->channels;
@@ -444,7 +525,7 @@ static size_t src_floats(const rs_job *job) {
  * memory. */
 static float *scratch_alloc(rs_job *job, size_t n) {
   float *p = calloc(n + SL__RS_ROW_PAD, sizeof *p);
-  if (!p) atomic_store_explicit(&job->failed, 1, memory_order_relaxed);
+  if (!p) job_fail(job, SL_ENOMEM);
   return p;
 }
 
@@ -461,12 +542,12 @@ static unsigned char *dst_row(const rs_job *job, uint32_t y) {
  * widens to float: integer adds are many lanes per instruction. */
 static void vsum_u8(const unsigned char *p, size_t stride, uint32_t rows,
                     size_t n, uint16_t *restrict acc, float *restrict out) {
-  for (size_t i = 0; i < n; i++) acc[i] = p[i];
+  RS_ROW_LOOP(i, n, acc[i] = p[i]);
   for (uint32_t r = 1; r < rows; r++) {
     const uint8_t *restrict s = p + r * stride;
-    for (size_t i = 0; i < n; i++) acc[i] = (uint16_t)(acc[i] + s[i]);
+    RS_ROW_LOOP(i, n, acc[i] = (uint16_t)(acc[i] + s[i]));
   }
-  for (size_t i = 0; i < n; i++) out[i] = acc[i];
+  RS_ROW_LOOP(i, n, out[i] = acc[i]);
 }
 
 /* Sums `rows` 8-bit rows of C channels (last = alpha) premultiplied, in
@@ -501,7 +582,7 @@ static void vsum_float(const rs_job *job, uint32_t y0, uint32_t y1,
     sl__rs_load_row(job->data + (size_t)y * job->stride, job->width, job->channels,
                     job->depth, job->premultiply, tmp);
     const float *restrict t = tmp;
-    for (size_t i = 0; i < n; i++) acc[i] += t[i];
+    RS_ROW_LOOP(i, n, acc[i] += t[i]);
   }
 }
 
@@ -512,16 +593,25 @@ static vsum_kind vsum_kind_for(const rs_job *job) {
 }
 
 /* Means of blocks of fx pixels (C channels, constant after inlining) of a
- * row of column sums over `rows` rows. */
+ * row of column sums over `rows` rows. Named partial sums (not an array)
+ * stay in registers at -O2 too. */
 RS_INLINE void hmean_c(const float *restrict acc, uint32_t width, uint32_t fx,
                        uint32_t rows, float *restrict out, const unsigned C) {
   for (uint32_t x0 = 0, X = 0; x0 < width; x0 += fx, X++) {
     uint32_t x1 = x0 + fx < width ? x0 + fx : width;
-    float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    for (uint32_t x = x0; x < x1; x++)
-      for (unsigned c = 0; c < C; c++) sum[c] += acc[(size_t)x * C + c];
+    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+    for (const float *a = acc + (size_t)x0 * C, *end = acc + (size_t)x1 * C; a < end; a += C) {
+      s0 += a[0];
+      if (C > 1) s1 += a[1];
+      if (C > 2) s2 += a[2];
+      if (C > 3) s3 += a[3];
+    }
     const float inv = 1.0f / (float)((x1 - x0) * rows);
-    for (unsigned c = 0; c < C; c++) out[(size_t)X * C + c] = sum[c] * inv;
+    float *o = out + (size_t)X * C;
+    o[0] = s0 * inv;
+    if (C > 1) o[1] = s1 * inv;
+    if (C > 2) o[2] = s2 * inv;
+    if (C > 3) o[3] = s3 * inv;
   }
 }
 
@@ -554,7 +644,7 @@ static bool reader_init(rs_reader *r, rs_job *job) {
   r->acc = scratch_alloc(job, n);
   r->tmp = scratch_alloc(job, n);
   r->ints = malloc(n * sizeof(uint32_t));
-  if (!r->ints) atomic_store_explicit(&job->failed, 1, memory_order_relaxed);
+  if (!r->ints) job_fail(job, SL_ENOMEM);
   return r->row && r->acc && r->tmp && r->ints;
 }
 
@@ -599,6 +689,7 @@ typedef struct hfirst_scratch {
 
 static void hfirst_rows(void *arg, size_t b, size_t e) {
   rs_job *job = arg;
+  if (b >= e) return;
   const sl__rs_table *tx = job->tx, *ty = job->ty;
   const sl_image_desc *d = &job->dst->d;
   const size_t n = (size_t)d->width * d->channels, R = ty->max_count;
@@ -607,9 +698,9 @@ static void hfirst_rows(void *arg, size_t b, size_t e) {
   s.ring = scratch_alloc(job, R * n);
   s.out = scratch_alloc(job, n);
   s.rows = malloc(R * sizeof *s.rows);
-  if (!s.rows) atomic_store_explicit(&job->failed, 1, memory_order_relaxed);
+  if (!s.rows) job_fail(job, SL_ENOMEM);
   uint32_t next = ty->first[b];
-  for (size_t j = b; ok && s.ring && s.out && s.rows && j < e; j++) {
+  for (size_t j = b; ok && s.ring && s.out && s.rows && j < e && !job_stopped(job, j); j++) {
     uint32_t first = ty->first[j], end = first + ty->count[j];
     if (next < first) next = first; /* rows no window of this chunk needs */
     for (; next < end; next++)
@@ -639,6 +730,7 @@ static void vfirst_emit(const rs_job *job, const float *acc, float *out, size_t 
 
 static void vfirst_rows(void *arg, size_t b, size_t e) {
   rs_job *job = arg;
+  if (b >= e) return;
   const sl__rs_table *ty = job->ty;
   const size_t n = (size_t)job->rw * job->channels, A = ty->max_overlap;
   rs_reader rd;
@@ -649,7 +741,7 @@ static void vfirst_rows(void *arg, size_t b, size_t e) {
   float *out = scratch_alloc(job, (size_t)job->dst->d.width * job->channels);
   size_t lo = b, hi = b; /* accumulating output rows [lo, hi) */
   uint32_t y1 = ty->first[e - 1] + ty->count[e - 1];
-  for (uint32_t y = ty->first[b]; ok && acc && out && y < y1; y++) {
+  for (uint32_t y = ty->first[b]; ok && acc && out && y < y1 && !job_stopped(job, y); y++) {
     const float *row = reader_row(&rd, y);
     for (; hi < e && ty->first[hi] <= y; hi++)
       memset(acc + (hi % A) * slot, 0, n * sizeof *acc);
@@ -679,7 +771,7 @@ static void copy_px(unsigned char *d, const unsigned char *s, unsigned bpp) {
 static void nearest_rows(void *arg, size_t b, size_t e) {
   rs_job *job = arg;
   const unsigned bpp = job->channels * job->depth / 8;
-  for (size_t y = b; y < e; y++) {
+  for (size_t y = b; y < e && !job_stopped(job, y); y++) {
     const unsigned char *s = job->data + (size_t)job->ty->first[y] * job->stride;
     unsigned char *d = dst_row(job, (uint32_t)y);
     for (uint32_t x = 0; x < job->tx->out_size; x++)
@@ -782,7 +874,7 @@ static int run_job(sl_worker *w, rs_job *job, const sl__rs_options *opt,
   if (opt->filter == SL__RS_NEAREST) {
     run_rows(w, d->height, (double)d->width * d->height * job->channels,
              nearest_rows, job);
-    return 0;
+    return atomic_load(&job->failed);
   }
   if ((rc = sl__rs_table_expand(tx, job->channels)) < 0) return rc;
   double hcost, vcost;
@@ -790,7 +882,7 @@ static int run_job(sl_worker *w, rs_job *job, const sl__rs_options *opt,
   bool h_first = opt->order == SL__RS_ORDER_AUTO ? hcost <= vcost
                                                  : opt->order == SL__RS_ORDER_H_FIRST;
   run_rows(w, d->height, h_first ? hcost : vcost, h_first ? hfirst_rows : vfirst_rows, job);
-  return atomic_load(&job->failed) ? SL_ENOMEM : 0;
+  return atomic_load(&job->failed);
 }
 
 int sl__rs_resize(sl_worker *w, const sl__rs_image *src, sl__rs_image *dst,
@@ -800,6 +892,7 @@ int sl__rs_resize(sl_worker *w, const sl__rs_image *src, sl__rs_image *dst,
     return SL_EINVAL;
   rs_job job;
   job_init(&job, src, dst, opt);
+  job.worker = w;
   sl__rs_table tx, ty;
   memset(&tx, 0, sizeof tx), memset(&ty, 0, sizeof ty);
   int rc = run_job(w, &job, opt, &tx, &ty);

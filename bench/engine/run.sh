@@ -18,10 +18,11 @@
 # bench/results/engine-<date>-<time>.md (ignored by git; the figures worth
 # keeping go to docs/benchmarks.md by hand). Progress goes to stderr.
 #
-# Environment knobs: RUNS (timed runs per figure, default 5), TARGET_S (aim
-# for one engine-overhead run, default 1.5), THREADS (--threads, default 2),
-# PY (default /usr/bin/python3), ONLY (e.g. "1 3": run only those parts),
-# PROFILE=1 (also perf-profile the 4-stage chain and print the top symbols).
+# Environment knobs: RUNS (timed runs per figure, default 5; zero copy takes
+# twice as many, at least 5), TARGET_S (aim for one engine-overhead run,
+# default 1.5), THREADS (--threads, default 2), PY (default /usr/bin/python3),
+# ONLY (e.g. "1 3": run only those parts), PROFILE=1 (also perf-profile the
+# 4-stage chain and print the top symbols).
 set -euo pipefail
 
 BUILD=${1:-./build}
@@ -77,8 +78,13 @@ timeit() {
   local name=$1; shift
   local opts=()
   while [ "$1" != "--" ]; do opts+=("$1"); shift; done; shift
-  hyperfine -N --style none --runs "$RUNS" "${opts[@]}" \
-    --export-json "$TMP/$name.json" "$1" >/dev/null
+  # hyperfine's advice (warm-up, outliers) goes to a log; errors are shown.
+  if ! hyperfine -N --style none --runs "$RUNS" "${opts[@]}" \
+      --export-json "$TMP/$name.json" "$1" >/dev/null 2>"$TMP/hyperfine.log"; then
+    cat "$TMP/hyperfine.log" >&2
+    echo "run.sh: failed: $1" >&2
+    exit 1
+  fi
   MED=$(jq '.results[0].median' "$TMP/$name.json")
   MIN=$(jq '.results[0].min' "$TMP/$name.json")
   MAX=$(jq '.results[0].max' "$TMP/$name.json")
@@ -180,13 +186,18 @@ if want 1; then
   out ""
   if [ "$PROFILE" = 1 ] && command -v perf >/dev/null; then
     note "  perf profile of K=4"
-    f=$(chain 4 2000000 16)
-    perf record -q -g -o "$TMP/perf.data" -- "$SLUICE" run "$f" --threads "$THREADS" --quiet >/dev/null 2>&1 || true
-    out "perf profile of K=4 (2 M items), top symbols by self time:"
+    f=$(chain 4 500000 16)
+    perf record -q --call-graph dwarf,16384 -o "$TMP/perf.data" -- \
+      "$SLUICE" run "$f" --threads "$THREADS" --quiet >/dev/null 2>&1 || true
+    out "perf profile of K=4 (500 k items), top symbols by self time, then"
+    out "sluice's functions by inclusive time (children included):"
     out ""
     out '```'
     perf report -i "$TMP/perf.data" --stdio --no-children --sort dso,symbol 2>/dev/null |
-      grep -E '^ +[0-9.]+%' | head -25 | tee -a "$REPORT"
+      grep -E '^ +[0-9.]+%' | head -20 | tee -a "$REPORT"
+    out ""
+    perf report -i "$TMP/perf.data" --stdio --children --sort symbol 2>/dev/null |
+      grep -E '^ +[0-9.]+%.*(sl_|gen_|identity_|discard_|source_main)' | head -20 | tee -a "$REPORT"
     out '```'
     out ""
   fi
@@ -198,42 +209,51 @@ if want 2; then
   note "2. zero copy"
   out "## 2. Zero copy: 16 items of 256 MiB (4 GiB) through identity stages"
   out ""
-  zruns=$((RUNS > 5 ? RUNS : 5))
-  out "wall time, median of $zruns runs (spread min..max)"
+  zruns=$((2 * RUNS > 5 ? 2 * RUNS : 5))
+  out "wall time, median of $zruns runs after a warm-up (spread min..max)"
   out ""
   out "| pipeline | wall | spread | GiB/s through the chain |"
   out "|---|---|---|---|"
-  declare -A ZC
+  declare -A ZC ZCMIN
   total=$((16 * 256 * 1024 * 1024))
   for k in 0 1 4; do
     note "  K=$k"
     f=$(chain $k 16 256MiB)
     RUNS=$zruns timeit "zc-$k" --warmup 1 -- "$SLUICE run $f --threads $THREADS --quiet"
-    ZC[$k]=$MED
+    ZC[$k]=$MED ZCMIN[$k]=$MIN
     out "| gen ! $k × identity ! discard | $(printf '%.3f s' "$MED") | $(printf '%.3f..%.3f' "$MIN" "$MAX") | $(calc "$total / $MED / 2^30" | xargs printf '%.2f') |"
   done
   diff=$(calc "100 * (${ZC[4]} - ${ZC[1]}) / ${ZC[1]}")
   if awk -v d="$diff" 'BEGIN { exit !(d < 5) }'; then verdict="met"; else verdict="**missed**"; fi
   out ""
-  out "4 identity stages vs 1: $(printf '%+.1f%%' "$diff") (claim: < 5%: $verdict)."
+  out "4 identity stages vs 1: $(printf '%+.1f%%' "$diff") in median (claim: < 5%: $verdict);"
+  out "$(calc "100 * (${ZCMIN[4]} - ${ZCMIN[1]}) / ${ZCMIN[1]}" | xargs printf '%+.1f%%') between the fastest runs (least disturbed by other load)."
   out ""
   note "  memory bandwidth"
   MEMBW=$BUILD/bench/membw
   if [ ! -x "$MEMBW" ]; then
     MEMBW=$TMP/membw
-    cc -O2 -std=c11 -D_POSIX_C_SOURCE=200809L -pthread -o "$MEMBW" "$HERE/membw.c"
+    cc -O2 -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -pthread \
+      -o "$MEMBW" "$HERE/membw.c"
   fi
   "$MEMBW" 1024 "$(nproc)" 5 >"$TMP/membw.txt"
   bw() { sed -n "s/^$1=//p" "$TMP/membw.txt"; }
   fill=$(calc "$total / ${ZC[1]} / 2^30")
   copy3=$(calc "3 * $total / ($(bw memcpy_mt) * 2^30)")
-  out "Physical limit (membw, 1 GiB buffer, best of 5): memset $(bw memset_1t) GiB/s on 1 thread,"
-  out "$(bw memset_mt) GiB/s on $(nproc); memcpy $(bw memcpy_1t) GiB/s on 1 thread, $(bw memcpy_mt) GiB/s on $(nproc)."
+  pct() { calc "100 * $1 / $2" | xargs printf '%.0f%%'; }
+  out "Physical limits (membw, best of 5 passes):"
   out ""
-  out "- gen's fill rate through the chain: $(printf '%.2f' "$fill") GiB/s = $(calc "100 * $fill / $(bw memset_mt)" | xargs printf '%.0f')% of memset bandwidth"
-  out "  (gen computes every word with splitmix64, so it is bound by arithmetic, not memory)."
+  out "| memory | 1 thread | $(nproc) threads |"
+  out "|---|---|---|"
+  out "| memset, touched before (1 GiB) | $(bw memset_1t) GiB/s | $(bw memset_mt) GiB/s |"
+  out "| memcpy, touched before (1 GiB) | $(bw memcpy_1t) GiB/s | $(bw memcpy_mt) GiB/s |"
+  out "| memset of fresh anonymous memory (page faults) | $(bw fresh_anon) GiB/s | |"
+  out "| new shm segment: fallocate + MAP_POPULATE + memset | $(bw fresh_shm) GiB/s | |"
+  out ""
+  out "- gen's fill rate through the 1-stage chain: $(printf '%.2f' "$fill") GiB/s ="
+  out "  $(pct "$fill" "$(bw memset_mt)") of memset bandwidth, $(pct "$fill" "$(bw fresh_shm)") of the rate of filling new shm segments."
   out "- If each of the 3 extra identity stages copied its payload, the copies alone would take"
-  out "  about $(printf '%.2f' "$copy3") s at memcpy bandwidth, $(calc "100 * $copy3 / ${ZC[1]}" | xargs printf '%.0f')% of the 1-stage wall time: a copy would show."
+  out "  about $(printf '%.2f' "$copy3") s at memcpy bandwidth, $(pct "$copy3" "${ZC[1]}") of the 1-stage wall time."
   out ""
 fi
 
