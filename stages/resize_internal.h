@@ -124,11 +124,14 @@ typedef struct sl__rs_image {
   void *data;
 } sl__rs_image;
 
-/* Resamples src into dst (both described fully by the caller; sizes may be
- * anything >= 1, channels and depth must match). Rows of each pass are
- * split across cores with sl_parallel_for(w, ...); w may be NULL (one
- * thread). Scratch memory is malloc'd and freed before returning.
- * @return 0, SL_EINVAL (mismatched descriptors) or SL_ENOMEM. */
+/* Resamples src into dst (both described fully by the caller and owned by
+ * it; sizes may be anything >= 1, channels and depth must match). Output
+ * rows are split across free cores with sl_parallel_for(w, ...) when the
+ * image is large enough; w may be NULL (calling thread only, no
+ * cancellation). Scratch is a few rows per chunk, malloc'd and freed
+ * before returning. @return 0, SL_EINVAL (bad or mismatched descriptors),
+ * SL_ENOMEM, or SL_ECANCELED when w's run is being cancelled (dst is then
+ * partly written). */
 int sl__rs_resize(sl_worker *w, const sl__rs_image *src, sl__rs_image *dst,
                   const sl__rs_options *opt);
 

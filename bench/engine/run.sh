@@ -140,6 +140,7 @@ out "- date: $(date '+%Y-%m-%d %H:%M %Z')"
 out "- machine: $(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), $(free -g | awk '/^Mem/ {print $2}') GiB RAM, $(uname -sr)"
 out "- sluice: $("$SLUICE" --version 2>&1 | head -1), build $BUILD ($(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$BUILD/CMakeCache.txt" 2>/dev/null || echo '?')), commit $(git -C "$HERE" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$HERE" diff --quiet HEAD 2>/dev/null || echo ' + local changes')"
 out "- python: $("$PY" --version 2>&1); $(hyperfine --version)"
+out "- OpenMP environment: $(env | grep -E '^(OMP|GOMP)_' | tr '\n' ' ' || true)(none means libgomp's defaults)"
 out "- runs per figure: $RUNS (median reported; spread = min..max), --threads $THREADS"
 out "- load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine makes figures noisy)"
 out ""
@@ -156,8 +157,10 @@ if want 1; then
   out "items/s (median of $RUNS); in brackets sluice's rate divided by Python's."
   out "K = 0 is the ceiling: \`gen ! discard\`, source and sink only."
   out ""
-  out "| K | sluice | % of ceiling | spread | bottleneck | queue.Queue | Queue, lists of 64 | executor.map | chained submits |"
-  out "|---|---|---|---|---|---|---|---|---|"
+  out "µs/stage: what each identity stage adds per item, (1/rate(K) - 1/rate(0)) / K."
+  out ""
+  out "| K | sluice | % of ceiling | µs/stage | spread | bottleneck | queue.Queue | Queue, lists of 64 | executor.map | chained submits |"
+  out "|---|---|---|---|---|---|---|---|---|---|"
   declare -A RATE
   for k in 0 1 2 4 8; do
     note "  sluice K=$k"
@@ -168,7 +171,9 @@ if want 1; then
     RATE[s$k]=$(calc "$n / $MED")
     lo=$(calc "$n / $MAX"); hi=$(calc "$n / $MIN")
     bott=$(jq -r '.bottleneck' "$TMP/s$k.json")
-    row="| $k | **$(fmt_rate "${RATE[s$k]}")** | $(calc "100 * ${RATE[s$k]} / ${RATE[s0]:-${RATE[s$k]}}" | xargs printf '%.0f%%') | $(fmt_rate "$lo")..$(fmt_rate "$hi") | $bott"
+    per="-"
+    [ "$k" -gt 0 ] && per=$(calc "1e6 * (1 / ${RATE[s$k]} - 1 / ${RATE[s0]}) / $k" | xargs printf '%.2f')
+    row="| $k | **$(fmt_rate "${RATE[s$k]}")** | $(calc "100 * ${RATE[s$k]} / ${RATE[s0]}" | xargs printf '%.0f%%') | $per | $(fmt_rate "$lo")..$(fmt_rate "$hi") | $bott"
     for m in "${PY_MODES[@]}"; do
       note "  python $m K=$k"
       M=$m
@@ -194,10 +199,11 @@ if want 1; then
     out ""
     out '```'
     perf report -i "$TMP/perf.data" --stdio --no-children --sort dso,symbol 2>/dev/null |
-      grep -E '^ +[0-9.]+%' | head -20 | tee -a "$REPORT"
+      grep -E '^ +[0-9.]+%' | head -20 | tee -a "$REPORT" || true # head: SIGPIPE
     out ""
     perf report -i "$TMP/perf.data" --stdio --children --sort symbol 2>/dev/null |
-      grep -E '^ +[0-9.]+%.*(sl_|gen_|identity_|discard_|source_main)' | head -20 | tee -a "$REPORT"
+      grep -E '^ +[0-9.]+%.*(sl_|gen_|identity_|discard_|source_main)' | head -20 |
+      tee -a "$REPORT" || true
     out '```'
     out ""
   fi
