@@ -20,6 +20,9 @@ static struct {
   atomic_int running, max_running; /* CPU work in flight, incl. parallel_for */
   atomic_uint_fast64_t cancel_at;  /* sink cancels the run at this count */
   sl_run *run;
+  /* zero-copy check: payload address of each item at the source */
+  _Atomic(const void *) src_data[256];
+  atomic_uint_fast64_t moved;
 } g;
 
 static void reset_state(void) {
@@ -87,6 +90,7 @@ static int src_produce(sl_worker *w, sl_item **out) {
     memcpy(d, &seq, 8);
     for (size_t i = 8; i < size; i++) d[i] = (unsigned char)(seq + i);
     sl_item_set_block(it, SL_KIND_BYTES, b, 0, size);
+    if (seq < 256) atomic_store(&g.src_data[seq], it->payload.data);
     *out = it;
     return 0;
   }
@@ -199,6 +203,8 @@ static int sink_process(sl_worker *w, sl_item *in, sl_item **out) {
     uint64_t last = atomic_exchange(&g.last_seq_plus1, in->seq + 1);
     if (in->seq + 1 <= last) atomic_fetch_add(&g.order_errors, 1);
   }
+  if (in->seq < 256 && atomic_load(&g.src_data[in->seq]) != in->payload.data)
+    atomic_fetch_add(&g.moved, 1);
   atomic_fetch_add(&g.sink_sum, in->seq);
   uint64_t c = atomic_fetch_add(&g.sink_count, 1) + 1;
   uint64_t at = atomic_load(&g.cancel_at);
@@ -494,7 +500,28 @@ TEST(run_stats_and_trace) {
   rmdir(dir);
 }
 
+/* Zero copy: through stages that only read (identity), each item reaches the
+ * sink with the very payload memory the source wrote -- no stage copied it. */
+TEST(run_zero_copy) {
+  for (unsigned th = 1; th <= 2; th++) {
+    reset_state();
+    sl_run_options o;
+    base_options(&o, th, 0);
+    run_result r = run_text("t.src count=200 size=1MiB ! t.work ! t.iowork workers=3 ! "
+                            "t.work ! t.work ! t.sink ordered=true", &o, NULL);
+    ASSERT_EQ(r.rc, 0);
+    ASSERT_EQ(atomic_load(&g.sink_count), 200);
+    ASSERT_EQ(atomic_load(&g.moved), 0);
+    /* The check can fail: a copying stage moves every payload. */
+    reset_state();
+    r = run_text("t.src count=50 size=4KiB ! t.work copy=true ! t.sink", &o, NULL);
+    ASSERT_EQ(r.rc, 0);
+    ASSERT_EQ(atomic_load(&g.moved), 50);
+  }
+}
+
 static const sl_test_case cases[] = {
+    SL_CASE(run_zero_copy, "unit"),
     SL_CASE(run_basic_flow, "unit"),
     SL_CASE(run_on_error_stop, "unit"),
     SL_CASE(run_on_error_stop_message, "unit"),
