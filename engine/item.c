@@ -1,8 +1,10 @@
 /*
  * item.c -- items, payload views and the names of kinds and dtypes.
  *
- * An item owns its name, one reference to its payload's arena block and, for
- * tables, the column array. Destroying an item releases all three.
+ * An item owns its name, one reference to its payload's arena block, for
+ * tables the column array, and its metadata (a short array of key/value
+ * pairs: items carry a handful at most, so a linear search is the fastest
+ * lookup). Destroying an item releases all of them.
  */
 #include "internal.h"
 
@@ -48,11 +50,65 @@ sl_item *sl_item_create(uint64_t seq, const char *name) {
   return it;
 }
 
+struct sl_meta {
+  size_t n;
+  char **kv; /* key0, value0, key1, value1, ... */
+};
+
+static void meta_free(sl_meta *m) {
+  if (!m) return;
+  for (size_t i = 0; i < 2 * m->n; i++) free(m->kv[i]);
+  free(m->kv);
+  free(m);
+}
+
+const char *sl_item_meta_get(const sl_item *item, const char *key) {
+  const sl_meta *m = item->meta;
+  for (size_t i = 0; m && i < m->n; i++)
+    if (strcmp(m->kv[2 * i], key) == 0) return m->kv[2 * i + 1];
+  return NULL;
+}
+
+int sl_item_meta_set(sl_item *item, const char *key, const char *value) {
+  char *v = sl__strdup(value);
+  if (!v) return SL_ENOMEM;
+  sl_meta *m = item->meta;
+  for (size_t i = 0; m && i < m->n; i++) {
+    if (strcmp(m->kv[2 * i], key) == 0) {
+      free(m->kv[2 * i + 1]);
+      m->kv[2 * i + 1] = v;
+      return 0;
+    }
+  }
+  if (!m && !(m = item->meta = calloc(1, sizeof *m))) {
+    free(v);
+    return SL_ENOMEM;
+  }
+  char *k = sl__strdup(key);
+  char **kv = k ? realloc(m->kv, (2 * m->n + 2) * sizeof *kv) : NULL;
+  if (!kv) {
+    free(k);
+    free(v);
+    return SL_ENOMEM;
+  }
+  m->kv = kv;
+  kv[2 * m->n] = k;
+  kv[2 * m->n + 1] = v;
+  m->n++;
+  return 0;
+}
+
 sl_item *sl_item_derive(const sl_item *src) {
   sl_item *it = sl_item_create(src->seq, src->name);
-  if (it) {
-    it->attempts = src->attempts;
-    it->total_hint = src->total_hint;
+  if (!it) return NULL;
+  it->attempts = src->attempts;
+  it->total_hint = src->total_hint;
+  it->line = src->line;
+  for (size_t i = 0; src->meta && i < src->meta->n; i++) {
+    if (sl_item_meta_set(it, src->meta->kv[2 * i], src->meta->kv[2 * i + 1]) < 0) {
+      sl_item_destroy(it);
+      return NULL;
+    }
   }
   return it;
 }
@@ -70,6 +126,7 @@ void sl_item_clear_payload(sl_item *item) {
 void sl_item_destroy(sl_item *item) {
   if (!item) return;
   sl_item_clear_payload(item);
+  meta_free(item->meta);
   free(item->name);
   free(item);
 }

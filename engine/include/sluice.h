@@ -290,12 +290,17 @@ typedef struct sl_payload {
 } sl_payload;
 
 /* The unit that flows. Pushing an item downstream transfers ownership. */
+typedef struct sl_meta sl_meta;
+
 typedef struct sl_item {
   uint64_t seq;       /* position in source order, from 0 */
   char *name;         /* e.g. path relative to the input dir; owned */
   sl_payload payload;
   uint32_t attempts;  /* failed attempts so far (retries) */
   uint64_t total_hint;/* sources may set: expected number of items, 0 unknown */
+  uint64_t line;      /* text chunks: 1-based line number of the first line
+                         in the whole input (0 = not a text chunk) */
+  sl_meta *meta;      /* small key/value metadata; use sl_item_meta_* */
 } sl_item;
 
 /* Creates an item with a copy of `name` and an empty payload.
@@ -312,6 +317,13 @@ SL_API void sl_item_set_block(sl_item *item, sl_kind kind, sl_block *block,
                               size_t offset, size_t size);
 /* Drops the payload, leaving kind NONE. */
 SL_API void sl_item_clear_payload(sl_item *item);
+/* Small key/value metadata travelling with the item (e.g. a CSV header line
+ * that a source attaches to every chunk). Setting copies key and value and
+ * replaces an earlier value. sl_item_derive copies the metadata.
+ * @return 0 or SL_ENOMEM. */
+SL_API int sl_item_meta_set(sl_item *item, const char *key, const char *value);
+/* @return the value (owned by the item) or NULL. */
+SL_API const char *sl_item_meta_get(const sl_item *item, const char *key);
 
 /* ======================================================================
  * 4. Writing stages
