@@ -14,6 +14,10 @@ extern const sl_stage_def sl__stage_files_read;  /* files_read.c */
 extern const sl_stage_def sl__stage_files_write; /* files_write.c */
 extern const sl_stage_def sl__stage_png_decode;  /* png_stages.c */
 extern const sl_stage_def sl__stage_png_encode;  /* png_stages.c */
+extern const sl_stage_def sl__stage_csv_read;    /* csv_read.c */
+extern const sl_stage_def sl__stage_csv_parse;   /* csv_parse.c */
+extern const sl_stage_def sl__stage_csv_write;   /* csv_write.c */
+extern const sl_stage_def sl__stage_json_write;  /* json_write.c */
 
 /* Thread-safe strerror for a positive errno value; the text is written to
  * `buf` (or is static) and stays valid while `buf` does. */

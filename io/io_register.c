@@ -14,6 +14,10 @@ static const sl_stage_def *const builtin[] = {
     &sl__stage_files_write,
     &sl__stage_png_decode,
     &sl__stage_png_encode,
+    &sl__stage_csv_read,
+    &sl__stage_csv_parse,
+    &sl__stage_csv_write,
+    &sl__stage_json_write,
 };
 
 /* The definitions are static data, so they outlive any registry. */

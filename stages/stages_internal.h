@@ -12,5 +12,9 @@ extern const sl_stage_def sl__stage_gen;      /* gen.c */
 extern const sl_stage_def sl__stage_identity; /* identity.c */
 extern const sl_stage_def sl__stage_discard;  /* discard.c */
 extern const sl_stage_def sl__stage_resize;   /* resize.c */
+extern const sl_stage_def sl__stage_groupby;   /* groupby.c */
+extern const sl_stage_def sl__stage_aggregate; /* aggregate.c */
+extern const sl_stage_def sl__stage_filter;    /* filter.c */
+extern const sl_stage_def sl__stage_select;    /* select.c */
 
 #endif

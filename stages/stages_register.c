@@ -12,6 +12,10 @@ static const sl_stage_def *const builtin[] = {
     &sl__stage_identity,
     &sl__stage_discard,
     &sl__stage_resize,
+    &sl__stage_groupby,
+    &sl__stage_aggregate,
+    &sl__stage_filter,
+    &sl__stage_select,
 };
 
 /* The definitions are static data, so they outlive any registry. */

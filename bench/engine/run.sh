@@ -22,8 +22,10 @@
 # twice as many, at least 5), TARGET_S (aim for one engine-overhead run,
 # default 1.5), THREADS (--threads, default 2), PY (default /usr/bin/python3),
 # ONLY (e.g. "1 3": run only those parts), PROFILE=1 (also perf-profile the
-# 4-stage chain and print the top symbols).
+# 4-stage chain and print the top symbols), IO_DIR (where part 4 writes its
+# files, default a temporary folder under $TMPDIR or /tmp).
 set -euo pipefail
+export LC_ALL=C # decimal points in awk, printf and $EPOCHREALTIME
 
 BUILD=${1:-./build}
 RUNS=${RUNS:-5}
@@ -42,7 +44,8 @@ for tool in hyperfine jq "$PY"; do
 done
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sluice-bench.XXXXXX")
-trap 'rm -rf "$TMP"' EXIT
+IOTMP=$(mktemp -d "${IO_DIR:-$TMP}/sluice-bench-io.XXXXXX") # part 4's files
+trap 'rm -rf "$IOTMP" "$TMP"' EXIT
 RESULTS=$HERE/../results
 mkdir -p "$RESULTS"
 REPORT=$RESULTS/engine-$(date +%Y%m%d-%H%M%S).md
@@ -53,7 +56,6 @@ REPORT=$RESULTS/engine-$(date +%Y%m%d-%H%M%S).md
 out() { printf '%s\n' "$*" | tee -a "$REPORT"; }
 note() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 want() { [[ " $ONLY " == *" $1 "* ]]; }
-load1() { cut -d' ' -f1 /proc/loadavg; }
 
 # fmt_rate X: items/s as "1.23 M" / "92.5 k" / "850".
 fmt_rate() {
@@ -63,6 +65,12 @@ fmt_rate() {
 fmt_bytes() {
   awk -v x="$1" 'BEGIN { if (x >= 2^30) printf "%.2f GiB", x/2^30;
     else if (x >= 2^20) printf "%.1f MiB", x/2^20; else printf "%.0f KiB", x/1024 }'
+}
+# median: the median of the numbers on stdin, one a line.
+median() {
+  sort -g | awk 'NF { a[++n] = $1 } END {
+    if (n == 0) print "nan"; else if (n % 2) print a[(n + 1) / 2];
+    else print (a[n / 2] + a[n / 2 + 1]) / 2 }'
 }
 # calc EXPR: floating-point arithmetic with awk.
 calc() { awk "BEGIN { printf \"%.6g\", $1 }"; }
@@ -88,6 +96,7 @@ timeit() {
   MED=$(jq '.results[0].median' "$TMP/$name.json")
   MIN=$(jq '.results[0].min' "$TMP/$name.json")
   MAX=$(jq '.results[0].max' "$TMP/$name.json")
+  CPU=$(jq '.results[0].user + .results[0].system' "$TMP/$name.json") # mean s
 }
 
 # chain K COUNT SIZE: writes the pipeline `gen ! identity x K ! discard` to a
@@ -158,10 +167,12 @@ if want 1; then
   out "K = 0 is the ceiling: \`gen ! discard\`, source and sink only."
   out ""
   out "µs/stage: what each identity stage adds per item, (1/rate(K) - 1/rate(0)) / K."
+  out "CPU µs/item: user + system CPU time per item (mean over the runs); less sensitive to"
+  out "other load than the wall time, and the wall time cannot beat it divided by the cores."
   out ""
-  out "| K | sluice | % of ceiling | µs/stage | spread | bottleneck | queue.Queue | Queue, lists of 64 | executor.map | chained submits |"
-  out "|---|---|---|---|---|---|---|---|---|---|"
-  declare -A RATE
+  out "| K | sluice | % of ceiling | µs/stage | spread | CPU µs/item | bottleneck | queue.Queue | Queue, lists of 64 | executor.map | chained submits |"
+  out "|---|---|---|---|---|---|---|---|---|---|---|"
+  declare -A RATE CNT
   for k in 0 1 2 4 8; do
     note "  sluice K=$k"
     K=$k
@@ -173,7 +184,7 @@ if want 1; then
     bott=$(jq -r '.bottleneck' "$TMP/s$k.json")
     per="-"
     [ "$k" -gt 0 ] && per=$(calc "1e6 * (1 / ${RATE[s$k]} - 1 / ${RATE[s0]}) / $k" | xargs printf '%.2f')
-    row="| $k | **$(fmt_rate "${RATE[s$k]}")** | $(calc "100 * ${RATE[s$k]} / ${RATE[s0]}" | xargs printf '%.0f%%') | $per | $(fmt_rate "$lo")..$(fmt_rate "$hi") | $bott"
+    row="| $k | **$(fmt_rate "${RATE[s$k]}")** | $(calc "100 * ${RATE[s$k]} / ${RATE[s0]}" | xargs printf '%.0f%%') | $per | $(fmt_rate "$lo")..$(fmt_rate "$hi") | $(calc "1e6 * $CPU / $n" | xargs printf '%.2f') | $bott"
     for m in "${PY_MODES[@]}"; do
       note "  python $m K=$k"
       M=$m
@@ -183,12 +194,42 @@ if want 1; then
       row+=" | $(fmt_rate "$r") ($(calc "${RATE[s$k]} / $r" | xargs printf '%.1f')×)"
     done
     out "$row |"
+    CNT[$k]=$n
   done
   out ""
   r4=${RATE[s4]}
   if awk -v r="$r4" 'BEGIN { exit !(r >= 1e6) }'; then verdict="met"; else verdict="**missed**"; fi
   out "Goal ≥ 1 M items/s through 4 stages on this machine: $verdict ($(fmt_rate "$r4") items/s)."
   out ""
+  # libgomp's threads spin a while before they sleep (OMP_WAIT_POLICY unset:
+  # GOMP_SPINCOUNT); on 2 cores shared by 3+ busy threads that spin can take
+  # the core from the thread it waits for. Same runs, interleaved, with the
+  # policy passive, unless the caller chose a policy already.
+  if [ -z "${OMP_WAIT_POLICY:-}" ]; then
+    note "  OMP_WAIT_POLICY default vs passive"
+    out "The same chains with \`OMP_WAIT_POLICY=passive\` (libgomp threads sleep at once instead of"
+    out "spinning first); $RUNS rounds, each running both one after the other; items/s of the median wall:"
+    out ""
+    out "| K | default | passive | passive/default |"
+    out "|---|---|---|---|"
+    for k in 0 2 4; do
+      f=$(chain $k "${CNT[$k]}" 16)
+      : >"$TMP/wp-d"; : >"$TMP/wp-p"
+      for ((r = 0; r < RUNS; r++)); do
+        t0=$EPOCHREALTIME
+        "$SLUICE" run "$f" --threads "$THREADS" --quiet
+        t1=$EPOCHREALTIME
+        OMP_WAIT_POLICY=passive "$SLUICE" run "$f" --threads "$THREADS" --quiet
+        t2=$EPOCHREALTIME
+        printf '%s\n' "$(calc "$t1 - $t0")" >>"$TMP/wp-d"
+        printf '%s\n' "$(calc "$t2 - $t1")" >>"$TMP/wp-p"
+      done
+      rd=$(calc "${CNT[$k]} / $(median <"$TMP/wp-d")")
+      rp=$(calc "${CNT[$k]} / $(median <"$TMP/wp-p")")
+      out "| $k | $(fmt_rate "$rd") | $(fmt_rate "$rp") | $(calc "$rp / $rd" | xargs printf '%.2f')× |"
+    done
+    out ""
+  fi
   if [ "$PROFILE" = 1 ] && command -v perf >/dev/null; then
     note "  perf profile of K=4"
     f=$(chain 4 500000 16)
@@ -216,24 +257,72 @@ if want 2; then
   out "## 2. Zero copy: 16 items of 256 MiB (4 GiB) through identity stages"
   out ""
   zruns=$((2 * RUNS > 5 ? 2 * RUNS : 5))
-  out "wall time, median of $zruns runs after a warm-up (spread min..max)"
+  out "$zruns rounds after a warm-up round; each round runs K = 0, 1, 4 one after the other, so"
+  out "changes in the machine's load hit all three alike. wall: median (spread min..max) of the"
+  out "whole command. fresh: memory the run touched for the first time (minor page faults × 4 KiB,"
+  out "median), i.e. new arena segments rather than reused ones."
   out ""
-  out "| pipeline | wall | spread | GiB/s through the chain |"
-  out "|---|---|---|---|"
-  declare -A ZC ZCMIN
+  out "| pipeline | wall | spread | GiB/s through the chain | fresh |"
+  out "|---|---|---|---|---|"
+  declare -A ZC ZF
   total=$((16 * 256 * 1024 * 1024))
+  for k in 0 1 4; do ZF[$k]=$(chain $k 16 256MiB); : >"$TMP/zc-$k.wall"; : >"$TMP/zc-$k.flt"; done
+  for ((r = -1; r < zruns; r++)); do
+    note "  round $((r + 1)) of $zruns"
+    for k in 0 1 4; do
+      t0=$EPOCHREALTIME
+      if [ -x /usr/bin/time ]; then
+        /usr/bin/time -f %R -o "$TMP/flt" "$SLUICE" run "${ZF[$k]}" --threads "$THREADS" --quiet
+      else
+        "$SLUICE" run "${ZF[$k]}" --threads "$THREADS" --quiet; echo 0 >"$TMP/flt"
+      fi
+      t1=$EPOCHREALTIME
+      [ "$r" -ge 0 ] || continue
+      printf '%s\n' "$(calc "$t1 - $t0")" >>"$TMP/zc-$k.wall"
+      tail -1 "$TMP/flt" >>"$TMP/zc-$k.flt"
+    done
+  done
   for k in 0 1 4; do
-    note "  K=$k"
-    f=$(chain $k 16 256MiB)
-    RUNS=$zruns timeit "zc-$k" --warmup 1 -- "$SLUICE run $f --threads $THREADS --quiet"
-    ZC[$k]=$MED ZCMIN[$k]=$MIN
-    out "| gen ! $k × identity ! discard | $(printf '%.3f s' "$MED") | $(printf '%.3f..%.3f' "$MIN" "$MAX") | $(calc "$total / $MED / 2^30" | xargs printf '%.2f') |"
+    ZC[$k]=$(median <"$TMP/zc-$k.wall")
+    lo=$(sort -g "$TMP/zc-$k.wall" | head -1); hi=$(sort -g "$TMP/zc-$k.wall" | tail -1)
+    fresh=$(median <"$TMP/zc-$k.flt")
+    out "| gen ! $k × identity ! discard | $(printf '%.3f s' "${ZC[$k]}") | $(printf '%.3f..%.3f' "$lo" "$hi") | $(calc "$total / ${ZC[$k]} / 2^30" | xargs printf '%.2f') | $(fmt_bytes "$(calc "$fresh * 4096")") |"
   done
   diff=$(calc "100 * (${ZC[4]} - ${ZC[1]}) / ${ZC[1]}")
+  paired=$(paste "$TMP/zc-4.wall" "$TMP/zc-1.wall" | awk '{ print 100 * ($1 - $2) / $2 }' | median)
   if awk -v d="$diff" 'BEGIN { exit !(d < 5) }'; then verdict="met"; else verdict="**missed**"; fi
   out ""
-  out "4 identity stages vs 1: $(printf '%+.1f%%' "$diff") in median (claim: < 5%: $verdict);"
-  out "$(calc "100 * (${ZCMIN[4]} - ${ZCMIN[1]}) / ${ZCMIN[1]}" | xargs printf '%+.1f%%') between the fastest runs (least disturbed by other load)."
+  out "4 identity stages vs 1: $(printf '%+.1f%%' "$diff") between the medians (claim: < 5%: $verdict);"
+  out "median of the per-round differences: $(printf '%+.1f%%' "$paired")."
+  out ""
+  out "The same runs grouped by how much fresh memory they touched (the arena reuses a"
+  out "freed segment when one is cached at the moment gen allocates, so this varies run to run):"
+  out ""
+  out "| fresh | runs K=1 | wall K=1 | runs K=4 | wall K=4 | K=4 vs K=1 |"
+  out "|---|---|---|---|---|---|"
+  for k in 1 4; do # lines: K, fresh MiB (faults x 4 KiB, to 64 MiB), wall
+    paste "$TMP/zc-$k.flt" "$TMP/zc-$k.wall" | awk -v k="$k" '{ print k, int($1 / 16384 + 0.5) * 64, $2 }'
+  done | awk '
+    function med(s,   a, n, i, j, t) { # median of the numbers in s (insertion sort)
+      n = split(s, a, " ")
+      for (i = 2; i <= n; i++) {
+        t = a[i] + 0
+        for (j = i - 1; j >= 1 && a[j] + 0 > t; j--) a[j + 1] = a[j]
+        a[j + 1] = t
+      }
+      return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    { w[$1, $2] = w[$1, $2] " " $3; n[$1, $2]++; keys[$2] = 1 }
+    END {
+      for (f in keys) {
+        m1 = n[1, f] ? med(w[1, f]) : 0; m4 = n[4, f] ? med(w[4, f]) : 0
+        printf "%d %d %s %d %s %s\n", f, n[1, f], m1 ? sprintf("%.3f_s", m1) : "-",
+          n[4, f], m4 ? sprintf("%.3f_s", m4) : "-",
+          (m1 && m4) ? sprintf("%+.1f%%", 100 * (m4 - m1) / m1) : "-"
+      }
+    }' | sort -n | while read -r f n1 m1 n4 m4 d; do
+    out "| $f MiB | $n1 | ${m1/_/ } | $n4 | ${m4/_/ } | $d |"
+  done
   out ""
   note "  memory bandwidth"
   MEMBW=$BUILD/bench/membw
@@ -284,8 +373,8 @@ if want 3; then
       rss+=("$(jq '.peak_rss_bytes' "$TMP/bp.json")")
       walls+=("$(jq '.wall_s' "$TMP/bp.json")")
     done
-    RSS[$n]=$(printf '%s\n' "${rss[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-    w=$(printf '%s\n' "${walls[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+    RSS[$n]=$(printf '%s\n' "${rss[@]}" | median)
+    w=$(printf '%s\n' "${walls[@]}" | median)
     out "| $n | $(fmt_bytes $((n * 1048576))) | $(fmt_bytes "${RSS[$n]}") | $(printf '%.2f s' "$w") |"
   done
   ratio=$(calc "${RSS[2000]} / ${RSS[200]}")
@@ -300,13 +389,14 @@ fi
 if want 4; then
   note "4. io ordering"
   IO_N=20000
-  out "## 4. io stages: workers and order ($IO_N items of 4 KiB, page cache, no fsync)"
+  fs=$(df -T "$IOTMP" | awk 'NR == 2 { print $2 }')
+  out "## 4. io stages: workers and order ($IO_N items of 4 KiB, $fs, page cache, no fsync)"
   out ""
   out "items/s, median of $RUNS; Python: ThreadPoolExecutor(4) with map (ordered) or as_completed"
   out ""
   out "| stage | workers, order | sluice | spread | Python equivalent | Python | sluice/Python |"
   out "|---|---|---|---|---|---|---|"
-  src=$TMP/src dst=$TMP/dst
+  src=$IOTMP/src dst=$IOTMP/dst
   echo "gen count=$IO_N size=4KiB ! files.write dir=$src" | "$SLUICE" run - --threads "$THREADS" --quiet
   for cfg in "1 source write-serial" "4 source write-map" "4 any write-any" \
              "1 source read-serial" "4 source read-map" "4 any read-any"; do
