@@ -1044,10 +1044,39 @@ static void create_stages(sl_pipeline *p) {
   }
 }
 
+/* Inserts each stage's `then` companion where the pipeline does not already
+ * have it right after the stage. */
+static void insert_implied(sl_pipeline *p) {
+  ctx c = {.p = p, .line = 1, .col = 1};
+  for (size_t i = 0; i < p->n && !c.oom; i++) {
+    const sl_stage *st = p->stages[i];
+    if (!st->def || !st->def->then) continue;
+    const sl_stage_def *then = sl_registry_find(p->reg, st->def->then);
+    if (!then) {
+      sl__pipeline_error(p, st->line, st->col, NULL,
+                         "stage '%s' needs stage '%s', which is not registered",
+                         st->def->name, st->def->then);
+      continue;
+    }
+    if (i + 1 < p->n && p->stages[i + 1]->def == then) continue;
+    sl_stage *ins = stage_add(&c, then, st->line, st->col);
+    if (!ins) break;
+    /* stage_add appended it: move it to i + 1 and renumber. */
+    memmove(&p->stages[i + 2], &p->stages[i + 1],
+            (p->n - 1 - (i + 1)) * sizeof *p->stages);
+    p->stages[i + 1] = ins;
+    for (size_t k = i + 1; k < p->n; k++) p->stages[k]->index = k;
+    kvlist none = {0};
+    configure(&c, ins, &none, true);
+  }
+  if (c.oom) p->errors.oom = true;
+}
+
 int sl_pipeline_check(sl_pipeline *p) {
   if (!p) return SL_EINVAL;
   if (!p->checked) {
     p->checked = true;
+    if (p->nerrors == 0) insert_implied(p);
     if (p->n == 0 && p->nerrors == 0) {
       if (!p->filename) p->filename = sl__strdup("<api>");
       sl__pipeline_error(p, 1, 1, NULL, "pipeline has no stages");

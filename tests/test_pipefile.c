@@ -1154,6 +1154,45 @@ TEST(robustness_long_inputs) {
   sl_registry_destroy(reg);
 }
 
+/* --- implied stages (sl_stage_def.then) ----------------------------------- */
+
+static const sl_stage_def rawsrc_def = {
+    .name = "rawsrc", .summary = "source of encoded bytes", .exec = SL_EXEC_IO,
+    .in_kind = SL_KIND_NONE, .out_kind = SL_KIND_BYTES,
+    .flags = SL_STAGE_SOURCE, .produce = fake_produce, .then = "decode"};
+
+static const sl_stage_def lost_def = {
+    .name = "lost", .summary = "needs a stage nobody registered",
+    .exec = SL_EXEC_IO, .in_kind = SL_KIND_NONE, .out_kind = SL_KIND_BYTES,
+    .flags = SL_STAGE_SOURCE, .produce = fake_produce, .then = "nowhere"};
+
+TEST(implied_stage_inserted_once) {
+  sl_registry *reg = reg_new();
+  ASSERT_OK(sl_registry_add(reg, &rawsrc_def));
+  ASSERT_OK(sl_registry_add(reg, &lost_def));
+  /* Inserted: rawsrc gives bytes, img.blur needs images, decode fills in. */
+  sl_pipeline *p = parse_ok(reg, "rawsrc ! img.blur ! img.sink");
+  ASSERT_EQ(sl_pipeline_length(p), 4);
+  ASSERT(p->stages[1]->def == &decode_def);
+  for (size_t i = 0; i < 4; i++) ASSERT_EQ(p->stages[i]->index, i);
+  ASSERT_EQ(p->stages[1]->line, 1);
+  sl_pipeline_destroy(p);
+  /* Written by hand already: not doubled. */
+  p = parse_ok(reg, "rawsrc ! decode ! img.sink");
+  ASSERT_EQ(sl_pipeline_length(p), 3);
+  sl_pipeline_destroy(p);
+  /* Before a sink that takes anything. */
+  p = parse_ok(reg, "rawsrc ! sink");
+  ASSERT_EQ(sl_pipeline_length(p), 3);
+  ASSERT(p->stages[1]->def == &decode_def);
+  ASSERT_EQ(p->stages[2]->in_kind, SL_KIND_IMAGE);
+  sl_pipeline_destroy(p);
+  expect_errors(reg, "lost ! sink",
+                "t.pipe:1:1: stage 'lost' needs stage 'nowhere', which "
+                "is not registered\n");
+  sl_registry_destroy(reg);
+}
+
 static const sl_test_case cases[] = {
     SL_CASE(registry_basics, "unit"),
     SL_CASE(registry_rejects_bad_defs, "unit"),
@@ -1175,5 +1214,7 @@ static const sl_test_case cases[] = {
     SL_CASE(help_output, "unit"),
     SL_CASE(robustness_random_inputs, "unit"),
     SL_CASE(robustness_long_inputs, "unit"),
+    SL_CASE(implied_stage_inserted_once, "unit"),
 };
 SL_TEST_MAIN(cases)
+

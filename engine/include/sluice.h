@@ -406,6 +406,11 @@ struct sl_stage_def {
   /* Memory hint for `sluice plan`: bytes of payload per output item, 0 when
    * unknown. */
   uint64_t (*item_bytes)(const sl_stage *st);
+  /* Name of a stage that always goes right after this one (with its
+   * default parameters) unless the pipeline already puts it there; e.g. a
+   * source that reads compressed chunks and a cpu stage that decodes them
+   * on all cores. `sluice plan` shows the inserted stage. NULL: none. */
+  const char *then;
 };
 
 /* --- stage (configured instance) ------------------------------------- */
