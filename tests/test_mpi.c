@@ -1,0 +1,229 @@
+/*
+ * test_mpi.c -- distributed runs: the same pipeline under `mpirun -np N`.
+ *
+ * What must hold (sluice.h, "Distributed runs"): reduced results are
+ * byte-identical for 1, 2 and 3 ranks (partials merged on rank 0 in item
+ * order); per-item outputs are made once each, by the rank that owns the
+ * item; a failed item leaves no reduced output and a non-zero exit on the
+ * job, with the cause; a sink that would see only one rank's share refuses
+ * to start; a rank's fatal error ends the job instead of hanging it.
+ *
+ * Built only with MPI; mpirun is CMake's MPIEXEC_EXECUTABLE (SLUICE_MPIEXEC). Leak checking is off in the ranks: Open MPI itself
+ * leaks at exit, which would make every ASan run fail.
+ */
+#include "test.h"
+#include "sluice.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static const char *env_or_fail(const char *name) {
+  const char *v = getenv(name);
+  if (!v) SL__FAIL("%s is not set (run through ctest)", name);
+  return v;
+}
+
+static char *make_tmpdir(void) {
+  char *d = strdup("/tmp/sluice-mpi-XXXXXX");
+  ASSERT(mkdtemp(d));
+  return d;
+}
+
+static void remove_tree(const char *path) {
+  char cmd[512];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
+  ASSERT_EQ(system(cmd), 0);
+}
+
+static char *slurp(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *s = malloc((size_t)n + 1);
+  size_t got = fread(s, 1, (size_t)n, f);
+  s[got] = '\0';
+  fclose(f);
+  return s;
+}
+
+static bool exists(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0;
+}
+
+/* Runs `sluice run ARGS` on `np` ranks (np 0: without mpirun) in `dir`,
+ * stderr to dir/err.txt. @return the exit status. */
+static int sluice_np(const char *dir, int np, const char *args) {
+  char cmd[4096];
+  if (np == 0)
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' run %s 2>err.txt >/dev/null", dir,
+             env_or_fail("SLUICE_BIN"), args);
+  else
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && ASAN_OPTIONS=detect_leaks=0 OMPI_MCA_rmaps_base_oversubscribe=1 "
+             "timeout 120 '%s' --allow-run-as-root --oversubscribe -np %d '%s' run %s "
+             "2>err.txt >/dev/null",
+             dir, SLUICE_MPIEXEC, np, env_or_fail("SLUICE_BIN"), args);
+  int st = system(cmd);
+  ASSERT(st != -1);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* A CSV of `rows` rows with quoted commas, doubled quotes and an embedded
+ * newline, so that chunk cuts must respect quoting; deterministic. */
+static void write_csv(const char *path, int rows, int bad_row) {
+  FILE *f = fopen(path, "w");
+  ASSERT(f);
+  static const char *cats[] = {"Toys", "\"Garden, Outdoor\"", "\"Say \"\"hi\"\"\"",
+                               "\"two\nlines\"", "Food"};
+  fputs("id,key,x,category\n", f);
+  uint64_t z = 42;
+  for (int i = 0; i < rows; i++) {
+    z = z * 6364136223846793005ULL + 1442695040888963407ULL;
+    int key = (int)((z >> 33) % 37);
+    double x = (double)((int64_t)((z >> 11) % 2000001) - 1000000) / 10000.0;
+    if (i == bad_row) fprintf(f, "%d,%d,not-a-number,%s\n", i, key, cats[i % 5]);
+    else fprintf(f, "%d,%d,%.4f,%s\n", i, key, x, cats[(z >> 20) % 5]);
+  }
+  fclose(f);
+}
+
+static void write_text(const char *path, const char *text) {
+  FILE *f = fopen(path, "w");
+  ASSERT(f);
+  fputs(text, f);
+  fclose(f);
+}
+
+#define GROUP_PIPE                                                             \
+  "csv.read file=${in} chunk=64KiB\n! csv.parse\n"                             \
+  "! groupby keys=${keys} aggs=count,sum(x),mean(x),std(x),min(x),max(x),"     \
+  "count_distinct(category),first(category),last(x)\n! csv.write file=${out}\n"
+
+TEST(groupby_identical_for_any_rank_count) {
+  char *d = make_tmpdir();
+  char p[512];
+  snprintf(p, sizeof p, "%s/d.csv", d);
+  write_csv(p, 60000, -1); /* ~1.8 MiB: ~28 chunks */
+  snprintf(p, sizeof p, "%s/g.pipe", d);
+  write_text(p, GROUP_PIPE);
+  const char *keys[] = {"key", "category"};
+  for (size_t k = 0; k < 2; k++) {
+    char args[256], out[512];
+    snprintf(args, sizeof args, "g.pipe in=d.csv keys=%s out=r0.csv --threads 2", keys[k]);
+    ASSERT_EQ(sluice_np(d, 0, args), 0);
+    snprintf(out, sizeof out, "%s/r0.csv", d);
+    char *want = slurp(out);
+    ASSERT(want && strlen(want) > 100);
+    for (int np = 1; np <= 3; np++) {
+      snprintf(args, sizeof args, "g.pipe in=d.csv keys=%s out=r%d.csv --threads 1",
+               keys[k], np);
+      int rc = sluice_np(d, np, args);
+      snprintf(out, sizeof out, "%s/err.txt", d);
+      char *err = slurp(out);
+      if (rc != 0) SL__FAIL("-np %d: exit %d\n%s", np, rc, err ? err : "");
+      free(err);
+      snprintf(out, sizeof out, "%s/r%d.csv", d, np);
+      char *got = slurp(out);
+      ASSERT(got);
+      ASSERT_STREQ(got, want);
+      free(got);
+    }
+    free(want);
+  }
+  remove_tree(d);
+  free(d);
+}
+
+TEST(failed_item_leaves_no_reduced_output) {
+  char *d = make_tmpdir();
+  char p[512];
+  snprintf(p, sizeof p, "%s/d.csv", d);
+  write_csv(p, 60000, 45001); /* a chunk near the end: rank 1 or 2 has it */
+  snprintf(p, sizeof p, "%s/g.pipe", d);
+  write_text(p, GROUP_PIPE);
+  for (int np = 2; np <= 3; np++) {
+    int rc = sluice_np(d, np, "g.pipe in=d.csv keys=key out=r.csv --threads 1");
+    ASSERT(rc != 0 && rc < 124); /* failed, not hung or killed */
+    snprintf(p, sizeof p, "%s/r.csv", d);
+    ASSERT(!exists(p));
+    snprintf(p, sizeof p, "%s/err.txt", d);
+    char *err = slurp(p);
+    ASSERT(err && strstr(err, "d.csv:45002: column \"x\": \"not-a-number\" is not a float64"));
+    ASSERT(strstr(err, "failed upstream; no result"));
+    free(err);
+  }
+  remove_tree(d);
+  free(d);
+}
+
+TEST(single_file_sink_needs_a_reduction) {
+  char *d = make_tmpdir();
+  char p[512];
+  snprintf(p, sizeof p, "%s/d.csv", d);
+  write_csv(p, 2000, -1);
+  snprintf(p, sizeof p, "%s/c.pipe", d);
+  write_text(p, "csv.read file=${in} chunk=64KiB ! csv.parse ! csv.write file=${out}\n");
+  int rc = sluice_np(d, 2, "c.pipe in=d.csv out=c.csv");
+  ASSERT(rc != 0 && rc < 124);
+  snprintf(p, sizeof p, "%s/c.csv", d);
+  ASSERT(!exists(p));
+  snprintf(p, sizeof p, "%s/err.txt", d);
+  char *err = slurp(p);
+  ASSERT(err && strstr(err, "sees only its share of the items"));
+  free(err);
+  remove_tree(d);
+  free(d);
+}
+
+TEST(per_item_outputs_made_once) {
+  char *d = make_tmpdir();
+  char p[512];
+  snprintf(p, sizeof p, "%s/in", d);
+  ASSERT_EQ(mkdir(p, 0700), 0);
+  for (int i = 0; i < 25; i++) {
+    char f[600], text[64];
+    snprintf(f, sizeof f, "%s/in/f%02d.txt", d, i);
+    snprintf(text, sizeof text, "file %d\n", i);
+    write_text(f, text);
+  }
+  snprintf(p, sizeof p, "%s/copy.pipe", d);
+  write_text(p, "files.list dir=${in} ! files.read ! files.write dir=${out}\n");
+  ASSERT_EQ(sluice_np(d, 3, "copy.pipe in=in out=out"), 0);
+  for (int i = 0; i < 25; i++) {
+    char f[600], want[64];
+    snprintf(f, sizeof f, "%s/out/f%02d.txt", d, i);
+    snprintf(want, sizeof want, "file %d\n", i);
+    char *got = slurp(f);
+    if (!got) SL__FAIL("%s was not written", f);
+    ASSERT_STREQ(got, want);
+    free(got);
+  }
+  /* Each rank made its own third: the summaries add up to 25. */
+  snprintf(p, sizeof p, "%s/err.txt", d);
+  char *err = slurp(p);
+  ASSERT(err);
+  int total = 0;
+  for (const char *s = err; (s = strstr(s, "sluice: ")) != NULL; s += 8) {
+    int ok;
+    if (sscanf(s, "sluice: %d ok,", &ok) == 1) total += ok;
+  }
+  ASSERT_EQ(total, 25);
+  free(err);
+  remove_tree(d);
+  free(d);
+}
+
+static const sl_test_case cases[] = {
+    SL_CASE(groupby_identical_for_any_rank_count, "e2e,mpi"),
+    SL_CASE(failed_item_leaves_no_reduced_output, "e2e,mpi"),
+    SL_CASE(single_file_sink_needs_a_reduction, "e2e,mpi"),
+    SL_CASE(per_item_outputs_made_once, "e2e,mpi"),
+};
+SL_TEST_MAIN(cases)
