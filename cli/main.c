@@ -266,6 +266,17 @@ static int exit_code(int rc) {
 
 static int cmd_run(cli *c, sl_pipeline *p) {
   if (!c->quiet) c->opt.report = stderr;
+  unsigned rank = sl_dist_rank(c->opt.dist), ranks = sl_dist_size(c->opt.dist);
+  char journal[4096];
+  if (ranks > 1) {
+    /* One progress bar for the job; each rank its own journal and summary. */
+    if (rank > 0) c->opt.progress = SL_PROGRESS_OFF;
+    if (c->opt.journal_path) {
+      snprintf(journal, sizeof journal, "%s.rank%u", c->opt.journal_path, rank);
+      c->opt.journal_path = journal;
+    }
+    if (!c->quiet) fprintf(stderr, "sluice: rank %u of %u\n", rank, ranks);
+  }
   sig_ctx s;
   sigemptyset(&s.set);
   sigaddset(&s.set, SIGINT);
@@ -292,6 +303,11 @@ static int cmd_run(cli *c, sl_pipeline *p) {
   else if (c->quiet && *sl_run_error(run))
     fprintf(stderr, "sluice: %s\n", sl_run_error(run));
   sl_run_destroy(run);
+  if (ranks > 1 && rc < 0 && rc != SL_EITEMS) {
+    /* The other ranks may wait for this one: end the whole job. */
+    fprintf(stderr, "sluice: rank %u of %u failed; ending the job\n", rank, ranks);
+    sl_dist_abort(c->opt.dist, exit_code(rc));
+  }
   return exit_code(rc);
 }
 
@@ -366,9 +382,21 @@ int main(int argc, char **argv) {
   }
   cli c = {.cmd = cmd};
   sl_run_options_init(&c.opt);
+  if (strcmp(cmd, "run") == 0) {
+    int drc = sl_dist_init(&argc, &argv, &c.opt.dist);
+    if (drc < 0) {
+      fprintf(stderr, "sluice: started by mpirun, but %s\n",
+              drc == SL_EUNSUPPORTED ? "this sluice was built without MPI "
+                                       "(install libopenmpi-dev and rebuild)"
+                                     : "MPI failed to start");
+      sl_registry_destroy(reg);
+      return EXIT_USAGE;
+    }
+  }
   c.vars = calloc((size_t)argc, sizeof *c.vars);
   int rc = c.vars ? dispatch(&c, reg, argc, argv) : EXIT_USAGE;
   free(c.vars);
   sl_registry_destroy(reg);
+  sl_dist_finalize(c.opt.dist);
   return rc;
 }

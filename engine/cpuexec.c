@@ -104,7 +104,7 @@ void *sl__cpu_driver(void *arg) {
   bool finish = !atomic_load(&r->stopping);
   for (unsigned i = 0; i < rt->nworkers; i++)
     sl__worker_finish_close(&rt->workers[i], finish);
-  if (atomic_fetch_sub(&rt->live, 1) == 1 && rt->out) sl_queue_close(rt->out);
+  sl__stage_worker_done(rt);
   return NULL;
 }
 

@@ -105,6 +105,15 @@ bool sl_worker_is_done(sl_worker *w, const char *name) {
 /* failures and stopping                                                   */
 
 static void add_failure(sl_run *r, const char *item, const char *stage,
+                        const char *msg);
+
+void sl__run_add_failure(sl_run *r, const char *item, const char *stage,
+                         const char *msg) {
+  add_failure(r, item, stage, msg);
+  atomic_fetch_add_explicit(&r->failed, 1, memory_order_relaxed);
+}
+
+static void add_failure(sl_run *r, const char *item, const char *stage,
                         const char *msg) {
   sl__mutex_lock(&r->mu);
   if (r->nfailures == r->capfailures) {
@@ -286,6 +295,7 @@ int sl_worker_emit(sl_worker *w, sl_item *item) {
 
 void sl__worker_finish_close(sl_worker *w, bool call_finish) {
   if (!w->opened) return;
+  if (call_finish) sl__dist_wait_ranks(w); /* rank 0: all partials in */
   if (call_finish && w->rt->def->finish && !sl_worker_canceled(w)) {
     w->err[0] = '\0';
     int rc = w->rt->def->finish(w);
@@ -300,9 +310,12 @@ void sl__worker_finish_close(sl_worker *w, bool call_finish) {
   sl__worker_flush(w);
 }
 
-/* The last worker of a stage to leave closes its output queue. */
-static void stage_worker_done(sl__rt *rt) {
-  if (atomic_fetch_sub(&rt->live, 1) == 1 && rt->out) sl_queue_close(rt->out);
+/* The last worker of a stage to leave closes its output queue (and, on a
+ * rank > 0, tells rank 0 that the reducing stage sent all its partials). */
+void sl__stage_worker_done(sl__rt *rt) {
+  if (atomic_fetch_sub(&rt->live, 1) != 1) return;
+  sl__dist_stage_done(rt);
+  if (rt->out) sl_queue_close(rt->out);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -362,6 +375,10 @@ static void *source_main(void *arg) {
           break;
         }
         if (!it) continue;
+        if (!sl_worker_owns(w, it->seq)) { /* another rank's item */
+          sl_item_destroy(it);
+          continue;
+        }
         sl__trace_add(w->run, (uint32_t)rt->index, 0, t0, t1, it->seq);
         if (source_skip(w, it)) continue;
         w->acc.items_out++;
@@ -377,7 +394,7 @@ static void *source_main(void *arg) {
     }
     sl__worker_finish_close(w, false);
   }
-  stage_worker_done(rt);
+  sl__stage_worker_done(rt);
   return NULL;
 }
 
@@ -478,7 +495,7 @@ static void io_worker_main(void *arg) {
     }
     sl__worker_finish_close(w, !atomic_load(&w->run->stopping));
   }
-  stage_worker_done(rt);
+  sl__stage_worker_done(rt);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -501,7 +518,7 @@ static int build_stage(sl_run *r, size_t i) {
     rt->workers[k] = (sl_worker){.rt = rt, .run = r, .index = k,
                                  .count = rt->nworkers};
   }
-  if (i + 1 < r->n) {
+  if (i + 1 < r->active) {
     int rc = sl_queue_create(&rt->out, sl__stage_queue(rt->st, &r->opt));
     if (rc < 0) return rc;
     sl_queue_set_byte_limit(rt->out, sl__queue_bytes(&r->opt), item_weight);
@@ -580,6 +597,10 @@ int sl_run_create(sl_run **out, sl_pipeline *p, const sl_run_options *opt) {
   if (opt) r->opt = *opt;
   else sl_run_options_init(&r->opt);
   r->threads = r->opt.threads ? r->opt.threads : sl_cores_default();
+  r->reducer = sl__dist_reducer(p);
+  r->active = r->n;
+  if (sl_dist_rank(r->opt.dist) > 0 && r->reducer != SIZE_MAX)
+    r->active = r->reducer + 1; /* reduced outputs are rank 0's */
   sl__mutex_init(&r->mu);
   sl__cond_init(&r->tick);
   int rc = run_setup(r);
@@ -635,8 +656,12 @@ int sl_run_execute(sl_run *r) {
   bool have_mon = pthread_create(&mon, NULL, monitor_main, r) == 0;
   size_t started = 0;
   int rc = 0;
+  if (sl__dist_start(r) < 0) {
+    sl__run_stop(r, "cannot start threads");
+    rc = SL_ENOMEM;
+  }
   /* Start from the sink so consumers wait before producers push. */
-  for (size_t i = r->n; i-- > 0;) {
+  for (size_t i = r->active; rc == 0 && i-- > 0;) {
     rc = start_stage(r, &r->rt[i]);
     if (rc < 0) {
       sl__run_stop(r, "cannot start threads");
@@ -647,6 +672,7 @@ int sl_run_execute(sl_run *r) {
   for (size_t i = 0; i < r->n; i++)
     if (r->rt[i].has_thread) pthread_join(r->rt[i].thread, NULL);
   if (r->pool) sl_pool_wait(r->pool);
+  sl__dist_join(r);
   r->t_end = sl_now_ns();
   sl__mutex_lock(&r->mu);
   r->finished = true;
@@ -661,6 +687,9 @@ int sl_run_execute(sl_run *r) {
   if (rc < 0) return rc;
   if (atomic_load(&r->canceled)) return SL_ECANCELED;
   if (atomic_load(&r->failed) > 0) return SL_EITEMS;
+  /* Stopped without a failed item: a stage could not start, or a thread
+   * could not be created. sl_run_error says why. */
+  if (atomic_load(&r->stopping)) return SL_ESTAGE;
   return 0;
 }
 

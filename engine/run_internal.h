@@ -111,6 +111,15 @@ struct sl_run {
 
   uint64_t t_start, t_end;
 
+  /* distributed runs (dist.c) */
+  size_t reducer;         /* index of the first reducing stage, or SIZE_MAX */
+  size_t active;          /* stages this rank runs (all but after the
+                             reducer on ranks > 0) */
+  unsigned dist_done;     /* rank 0: DONE messages received (under mu) */
+  uint64_t dist_failed;   /* rank 0: items failed on other ranks (under mu) */
+  pthread_t comm_thread;
+  bool has_comm;
+
   /* trace */
   bool tracing;
   sl__trace_ev *trace;
@@ -126,6 +135,18 @@ void sl__worker_finish_close(sl_worker *w, bool call_finish);
 void sl__worker_flush(sl_worker *w);
 void sl__trace_add(sl_run *r, uint32_t stage, uint32_t tid, uint64_t t0,
                    uint64_t t1, uint64_t seq);
+
+void sl__run_add_failure(sl_run *r, const char *item, const char *stage,
+                         const char *msg);
+/* The last worker of a stage to leave: closes its output queue. */
+void sl__stage_worker_done(sl__rt *rt);
+
+/* dist.c */
+size_t sl__dist_reducer(const sl_pipeline *p);
+int sl__dist_start(sl_run *r);
+void sl__dist_join(sl_run *r);
+void sl__dist_stage_done(sl__rt *rt);
+void sl__dist_wait_ranks(sl_worker *w);
 
 /* cpuexec.c: driver thread of a cpu or serial stage. */
 void *sl__cpu_driver(void *arg);

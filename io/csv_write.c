@@ -355,6 +355,10 @@ static int out_reorder(sl__csv_out *o, sl_worker *w) {
 static int out_publish(sl__csv_out *o, sl_worker *w) {
   if (o->broken)
     return sl_worker_errorf(w, "'%s' not written: an earlier write failed", o->path);
+  uint64_t lost = sl_worker_failed_items(w);
+  if (lost) /* the file would silently lack their rows */
+    return sl_worker_errorf(w, "'%s' not written: %llu item(s) failed upstream",
+                            o->path, (unsigned long long)lost);
   int rc = 0;
   const char *end = o->any_text ? o->end : o->end_empty;
   if (o->fd < 0) { /* no item at all */
@@ -371,6 +375,15 @@ static int out_publish(sl__csv_out *o, sl_worker *w) {
     o->tmp = NULL;
   }
   return rc;
+}
+
+int sl__csv_out_open_check(sl_worker *w) {
+  if (sl_worker_sees_all(w)) return 0;
+  return sl_worker_errorf(w, "rank %u of %u sees only its share of the "
+                          "items, and one output file cannot be written by "
+                          "every rank: put groupby, aggregate or reduce before "
+                          "it, or run without mpirun",
+                          sl_worker_rank(w), sl_worker_ranks(w));
 }
 
 int sl__csv_out_finish(sl__csv_out *o, sl_worker *w) {
@@ -486,7 +499,8 @@ static int cw_process(sl_worker *w, sl_item *in, sl_item **out) {
 }
 
 static int cw_open(sl_worker *w, void **local) {
-  (void)w;
+  int rc = sl__csv_out_open_check(w);
+  if (rc < 0) return rc;
   cw_local *L = calloc(1, sizeof *L);
   if (!L) return SL_ENOMEM;
   *local = L;

@@ -143,7 +143,8 @@ static int jw_process(sl_worker *w, sl_item *in, sl_item **out) {
 }
 
 static int jw_open(sl_worker *w, void **local) {
-  (void)w;
+  int rc = sl__csv_out_open_check(w);
+  if (rc < 0) return rc;
   sl__csv_text *t = calloc(1, sizeof *t);
   if (!t) return SL_ENOMEM;
   *local = t;

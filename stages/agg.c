@@ -1444,6 +1444,205 @@ static void reset_run(agg_state *s) {
   s->merge_rc = 0;
 }
 
+/* ======================================================================
+ * Partials on the wire (distributed runs: ranks > 0 send each chunk's
+ * partial to rank 0, see sl_worker_send_partial)
+ * ====================================================================== */
+
+/* Layout, native byte order (every rank runs the same build):
+ *   "SLAG" u32 nk u32 na, u8 ktype[nk], u8 atype[na], u32 groups,
+ *   per group: u64 hash, its nk key values;
+ *   per aggregate, per group: the acc (strings: n, then the value);
+ *   per aggregate: u64 count of set entries, each u32 gid + value.
+ * A value is u8 null, then 8 bytes or (strings) u64 len + bytes. An empty
+ * message stands for "no partial" (a chunk without rows). */
+#define WIRE_MAGIC 0x47414c53u /* "SLAG" */
+
+typedef struct wbuf {
+  unsigned char *p;
+  size_t n, cap;
+  bool oom;
+} wbuf;
+
+static void wput(wbuf *b, const void *src, size_t len) {
+  if (b->oom || !len) return;
+  if (b->n + len > b->cap) {
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->n + len) cap *= 2;
+    unsigned char *q = realloc(b->p, cap);
+    if (!q) {
+      b->oom = true;
+      return;
+    }
+    b->p = q;
+    b->cap = cap;
+  }
+  memcpy(b->p + b->n, src, len);
+  b->n += len;
+}
+
+static void wput_kv(wbuf *b, const kv *v, sl_dtype t) {
+  wput(b, &v->null, 1);
+  if (v->null) return;
+  if (t == SL_DT_STRING) {
+    wput(b, &v->len, 8);
+    wput(b, v->u.s, (size_t)v->len);
+  } else {
+    wput(b, &v->u, 8);
+  }
+}
+
+/* Serialises partial t into *b. */
+static void wire_pack(const gtable *t, wbuf *b) {
+  uint32_t head[3] = {WIRE_MAGIC, (uint32_t)t->nk, (uint32_t)t->na};
+  wput(b, head, sizeof head);
+  for (size_t k = 0; k < t->nk; k++) wput(b, &(uint8_t){(uint8_t)t->ktype[k]}, 1);
+  for (size_t a = 0; a < t->na; a++) wput(b, &(uint8_t){(uint8_t)t->atype[a]}, 1);
+  wput(b, &t->n, 4);
+  for (uint32_t g = 0; g < t->n; g++) {
+    wput(b, &t->hash[g], 8);
+    for (size_t k = 0; k < t->nk; k++) wput_kv(b, &gkeys(t, g)[k], t->ktype[k]);
+  }
+  for (size_t a = 0; a < t->na; a++)
+    for (uint32_t g = 0; g < t->n; g++) {
+      const acc *e = &t->acc[a][g];
+      if (!is_str_acc(t, a)) {
+        wput(b, e, sizeof *e);
+        continue;
+      }
+      wput(b, &e->n, 8);
+      if (e->n) {
+        wput(b, &e->u.s.len, 8);
+        wput(b, e->u.s.p, (size_t)e->u.s.len);
+      }
+    }
+  for (size_t a = 0; a < t->na; a++) {
+    const dset *d = &t->dset[a];
+    wput(b, &d->n, 8);
+    for (uint64_t i = 0; i < d->cap; i++)
+      if (d->e[i].used) {
+        wput(b, &d->e[i].gid, 4);
+        wput_kv(b, &d->e[i].v, t->atype[a]);
+      }
+  }
+}
+
+typedef struct rbuf {
+  const unsigned char *p;
+  size_t n, at;
+  bool bad;
+} rbuf;
+
+static const void *rget(rbuf *r, size_t len) {
+  if (r->bad || len > r->n - r->at) {
+    r->bad = true;
+    return NULL;
+  }
+  const void *q = r->p + r->at;
+  r->at += len;
+  return q;
+}
+
+static void rcopy(rbuf *r, void *dst, size_t len) {
+  const void *q = rget(r, len);
+  if (q) memcpy(dst, q, len);
+  else memset(dst, 0, len);
+}
+
+/* Reads a value; strings point into the message (copied by detach()). */
+static kv rget_kv(rbuf *r, sl_dtype t) {
+  kv v = {.u.i = 0, .len = 0, .null = 0};
+  rcopy(r, &v.null, 1);
+  if (v.null > 1) r->bad = true;
+  if (v.null || r->bad) return v;
+  if (t == SL_DT_STRING) {
+    rcopy(r, &v.len, 8);
+    v.u.s = rget(r, (size_t)(v.len <= r->n ? v.len : r->n + 1));
+  } else {
+    rcopy(r, &v.u, 8);
+  }
+  return v;
+}
+
+/* Rebuilds a partial from a message, against the stage's schema (which
+ * the message sets when the stage has none yet). Lock not held: the schema
+ * is written under the lock, read here only after it is set. @return 0
+ * with *out (NULL for "no partial"), or SL_EFORMAT / SL_ENOMEM. */
+static int wire_unpack(agg_state *s, const void *data, size_t len, gtable **out) {
+  *out = NULL;
+  if (len == 0) return 0;
+  rbuf r = {data, len, 0, false};
+  uint32_t head[3];
+  rcopy(&r, head, sizeof head);
+  if (r.bad || head[0] != WIRE_MAGIC || head[1] != s->plan.keys.n ||
+      head[2] != s->plan.naggs)
+    return SL_EFORMAT;
+  size_t nk = head[1], na = head[2];
+  const uint8_t *types = rget(&r, nk + na);
+  if (!types) return SL_EFORMAT;
+  lock(s);
+  if (!s->have_schema || s->tentative) {
+    for (size_t k = 0; k < nk; k++) s->ktype[k] = (sl_dtype)types[k];
+    for (size_t a = 0; a < na; a++) s->atype[a] = (sl_dtype)types[nk + a];
+    s->have_schema = true;
+    s->tentative = false;
+  }
+  bool same = true;
+  for (size_t k = 0; k < nk; k++) same &= s->ktype[k] == (sl_dtype)types[k];
+  for (size_t a = 0; a < na; a++) same &= s->atype[a] == (sl_dtype)types[nk + a];
+  unlock(s);
+  if (!same) return SL_EFORMAT;
+  gtable *t = gtable_create(&s->plan, s->ktype, s->atype, false);
+  if (!t) return SL_ENOMEM;
+  uint32_t groups;
+  rcopy(&r, &groups, 4);
+  int rc = 0;
+  kv *key = calloc(nk ? nk : 1, sizeof *key);
+  if (!key) rc = SL_ENOMEM;
+  for (uint32_t g = 0; g < groups && rc == 0 && !r.bad; g++) {
+    uint64_t h;
+    uint32_t id;
+    rcopy(&r, &h, 8);
+    for (size_t k = 0; k < nk; k++) key[k] = rget_kv(&r, t->ktype[k]);
+    if (!r.bad) rc = group_add(t, h, key, &id);
+  }
+  free(key);
+  for (size_t a = 0; a < na && rc == 0 && !r.bad; a++)
+    for (uint32_t g = 0; g < t->n && !r.bad; g++) {
+      acc *e = &t->acc[a][g];
+      if (!is_str_acc(t, a)) {
+        rcopy(&r, e, sizeof *e);
+        continue;
+      }
+      rcopy(&r, &e->n, 8);
+      if (e->n) {
+        rcopy(&r, &e->u.s.len, 8);
+        e->u.s.p = rget(&r, (size_t)(e->u.s.len <= r.n ? e->u.s.len : r.n + 1));
+      }
+    }
+  for (size_t a = 0; a < na && rc == 0 && !r.bad; a++) {
+    uint64_t count;
+    rcopy(&r, &count, 8);
+    if (count > r.n) r.bad = true;
+    for (uint64_t i = 0; i < count && rc >= 0 && !r.bad; i++) {
+      uint32_t gid;
+      rcopy(&r, &gid, 4);
+      kv v = rget_kv(&r, t->atype[a]);
+      if (gid >= t->n) r.bad = true;
+      if (!r.bad) rc = dset_add(t, a, gid, &v);
+    }
+    if (rc > 0) rc = 0;
+  }
+  if (rc == 0 && (r.bad || r.at != r.n)) rc = SL_EFORMAT;
+  if (rc == 0) rc = detach(t); /* strings out of the message */
+  if (rc < 0) {
+    gtable_destroy(t);
+    return rc;
+  }
+  *out = t;
+  return 0;
+}
+
 int sl__agg_create(sl_stage *st, const char *keys, const char *aggs,
                    const char *cols, void **state) {
   agg_state *s = calloc(1, sizeof *s);
@@ -1639,8 +1838,28 @@ int sl__agg_process(sl_worker *w, sl_item *in, sl_item **out) {
   if (rc == 0 && n > 0) rc = build_partial(s, l, n, &t);
   if (rc == SL_ELIMIT)
     rc = sl_worker_errorf(w, "more than %u groups", (unsigned)MAX_GROUPS);
+  if (rc == 0 && sl_worker_ranks(w) > 1 && sl_worker_rank(w) > 0) {
+    wbuf b = {0};
+    if (t) wire_pack(t, &b);
+    gtable_destroy(t);
+    int sent = b.oom ? SL_ENOMEM : sl_worker_send_partial(w, in->seq, b.p, b.n);
+    free(b.p);
+    if (sent < 0)
+      return sl_worker_errorf(w, "sending the partial result to rank 0: %s",
+                              sl_strerror(sent));
+    return 0;
+  }
   submit(s, in->seq, rc < 0 ? NULL : t, rc < 0);
   return rc;
+}
+
+int sl__agg_receive(void *state, uint64_t seq, const void *data, size_t len) {
+  agg_state *s = state;
+  gtable *t = NULL;
+  int rc = wire_unpack(s, data, len, &t);
+  if (rc < 0) return rc;
+  submit(s, seq, t, false);
+  return 0;
 }
 
 /* Only the last worker to finish emits, after every chunk is merged. */
@@ -1657,9 +1876,14 @@ int sl__agg_finish(sl_worker *w) {
   int rc = s->merge_rc;
   bool schema = s->have_schema;
   unlock(s);
-  if (!last) return 0;
+  if (!last || sl_worker_rank(w) > 0) return 0; /* rank 0 publishes */
   if (failed)
     return sl_worker_errorf(w, "%zu input chunk(s) failed here; no result", failed);
+  uint64_t lost = sl_worker_failed_items(w);
+  if (lost)
+    return sl_worker_errorf(w, "%llu item(s) failed upstream; no result (it "
+                            "would silently leave their rows out)",
+                            (unsigned long long)lost);
   if (rc < 0) return sl_worker_errorf(w, "merging partial results: %s", sl_strerror(rc));
   if (!schema) return sl_worker_errorf(w, "no input table");
   if (!s->merged && !(s->merged = gtable_create(&s->plan, s->ktype, s->atype, true)))

@@ -124,6 +124,8 @@ int sl__agg_open(sl_worker *w, void **local);
 int sl__agg_process(sl_worker *w, sl_item *in, sl_item **out);
 int sl__agg_finish(sl_worker *w);
 void sl__agg_close(sl_worker *w);
+/* Rank 0 of a distributed run: merges a partial another rank sent. */
+int sl__agg_receive(void *state, uint64_t seq, const void *data, size_t len);
 
 /* Text shared by the help of groupby and aggregate. */
 #define SL__AGG_HELP_FUNCTIONS                                                 \

@@ -49,5 +49,6 @@ const sl_stage_def sl__stage_aggregate = {
     .open = sl__agg_open,
     .process = sl__agg_process,
     .finish = sl__agg_finish,
+    .receive = sl__agg_receive,
     .close = sl__agg_close,
 };

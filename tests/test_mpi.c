@@ -148,6 +148,17 @@ TEST(failed_item_leaves_no_reduced_output) {
   write_csv(p, 60000, 45001); /* a chunk near the end: rank 1 or 2 has it */
   snprintf(p, sizeof p, "%s/g.pipe", d);
   write_text(p, GROUP_PIPE);
+  /* The message names the bad row's line (quoted newlines count). */
+  snprintf(p, sizeof p, "%s/d.csv", d);
+  char *text = slurp(p);
+  ASSERT(text);
+  const char *bad = strstr(text, "not-a-number");
+  ASSERT(bad);
+  unsigned line = 1;
+  for (const char *c = text; c < bad; c++) line += *c == '\n';
+  free(text);
+  char want[128];
+  snprintf(want, sizeof want, "d.csv:%u: column \"x\": \"not-a-number\" is not a float64", line);
   for (int np = 2; np <= 3; np++) {
     int rc = sluice_np(d, np, "g.pipe in=d.csv keys=key out=r.csv --threads 1");
     ASSERT(rc != 0 && rc < 124); /* failed, not hung or killed */
@@ -155,7 +166,7 @@ TEST(failed_item_leaves_no_reduced_output) {
     ASSERT(!exists(p));
     snprintf(p, sizeof p, "%s/err.txt", d);
     char *err = slurp(p);
-    ASSERT(err && strstr(err, "d.csv:45002: column \"x\": \"not-a-number\" is not a float64"));
+    ASSERT(err && strstr(err, want));
     ASSERT(strstr(err, "failed upstream; no result"));
     free(err);
   }

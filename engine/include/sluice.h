@@ -172,6 +172,8 @@ typedef struct sl_run_options {
   FILE *report;                /* end-of-run summary; NULL = none */
   uint64_t queue_bytes;        /* payload bytes a queue may hold before it
                                   counts as full; 0 = default (16 MiB) */
+  struct sl_dist *dist;        /* the MPI job this run is one rank of (see
+                                  sl_dist_init); NULL = this process alone */
 } sl_run_options;
 
 SL_API void sl_run_options_init(sl_run_options *opt);
@@ -210,6 +212,23 @@ SL_API uint64_t sl_run_items_skipped(const sl_run *run); /* by --resume */
 SL_API size_t sl_run_failure_count(const sl_run *run);
 SL_API int sl_run_failure(const sl_run *run, size_t i, const char **item,
                           const char **stage, const char **message);
+
+/* --- distributed runs (MPI) ----------------------------------------- */
+
+typedef struct sl_dist sl_dist;
+
+/* Joins the MPI job when the process was started by mpirun/srun (detected
+ * from the launcher's environment; sluice never starts MPI otherwise).
+ * @return 0 with *out NULL when not launched by MPI, 0 with *out the job,
+ * SL_EUNSUPPORTED when launched by MPI but built without it, or SL_EIO. */
+SL_API int sl_dist_init(int *argc, char ***argv, sl_dist **out);
+SL_API unsigned sl_dist_rank(const sl_dist *d); /* 0 for NULL */
+SL_API unsigned sl_dist_size(const sl_dist *d); /* 1 for NULL */
+/* Ends every rank of the job at once (after a fatal error on this one, so
+ * that no other rank waits forever). Does not return. */
+SL_API void sl_dist_abort(sl_dist *d, int code);
+/* Leaves the job and frees d (NULL: nothing). */
+SL_API void sl_dist_finalize(sl_dist *d);
 
 /* ======================================================================
  * 3. Items and payloads
@@ -411,6 +430,12 @@ struct sl_stage_def {
    * source that reads compressed chunks and a cpu stage that decodes them
    * on all cores. `sluice plan` shows the inserted stage. NULL: none. */
   const char *then;
+  /* Reducing stages in distributed runs (see sl_worker_send_partial): on
+   * rank 0, takes the partial result of item `seq` that another rank sent.
+   * Called from the engine's communication thread, concurrently with
+   * process(); `data` is only valid during the call.
+   * @return 0, or SL_EFORMAT when the bytes make no sense. */
+  int (*receive)(void *state, uint64_t seq, const void *data, size_t len);
 };
 
 /* --- stage (configured instance) ------------------------------------- */
@@ -444,6 +469,38 @@ SL_API int sl_worker_verrorf(sl_worker *w, const char *fmt, va_list ap);
 /* Sends an item downstream from finish() (ownership moves to the engine).
  * @return 0 or SL_ECANCELED (the item has been destroyed). */
 SL_API int sl_worker_emit(sl_worker *w, sl_item *item);
+/* Distributed runs (MPI, see sl_dist_init). A run of N ranks gives each
+ * rank the items whose seq % N == rank: the engine drops the others as they
+ * leave a source, and a source may ask sl_worker_owns() first to skip the
+ * work of making them. A reducing stage (one with a receive() callback)
+ * computes a partial result per item; on ranks other than 0 it hands each
+ * partial to sl_worker_send_partial() instead of merging it, and rank 0's
+ * receive() merges it in seq order with its own, so the result does not
+ * depend on N. On ranks other than 0 the stages after the first reducing
+ * stage do not run (its outputs are dropped): reduced outputs are written
+ * once, by rank 0; per-item outputs by the rank that made them. Rank 0
+ * calls the reducing stage's finish() only after every rank has sent all
+ * its partials. Outside distributed runs rank is 0 and ranks 1. */
+SL_API unsigned sl_worker_rank(const sl_worker *w);
+SL_API unsigned sl_worker_ranks(const sl_worker *w);
+/* True when item `seq` of a source belongs to this rank. */
+SL_API bool sl_worker_owns(const sl_worker *w, uint64_t seq);
+/* Sends the partial result of item `seq` (len bytes, copied) to rank 0.
+ * @return 1 when sent (the caller drops its partial), 0 when this is rank
+ * 0 or not a distributed run (the caller merges it itself), or SL_EIO /
+ * SL_ELIMIT (over 1 GiB). */
+SL_API int sl_worker_send_partial(sl_worker *w, uint64_t seq, const void *data,
+                                  size_t len);
+/* True when this stage sees every item of the run: always outside
+ * distributed runs; under MPI only after the first reducing stage (on rank
+ * 0). A sink that gathers all items into one file must refuse to run
+ * otherwise: each rank would write its own share over the same file. */
+SL_API bool sl_worker_sees_all(const sl_worker *w);
+/* Items that failed so far in this run, on every rank once the reducing
+ * stage's finish() runs on rank 0. A reduction whose input lost items
+ * should refuse to publish a result that would silently be incomplete. */
+SL_API uint64_t sl_worker_failed_items(const sl_worker *w);
+
 /* Sources: number of items expected, for progress and ETA (0 unknown). */
 SL_API void sl_worker_set_total(sl_worker *w, uint64_t total);
 
