@@ -211,16 +211,65 @@ static char *read_text(const char *path, size_t *len) {
   return buf;
 }
 
-static int load_pipeline(cli *c, sl_registry *reg, sl_pipeline **out) {
-  size_t len = 0;
-  char *text = read_text(c->pipeline, &len);
-  if (!text) return EXIT_USAGE;
+/* --- passes ------------------------------------------------------------ */
+
+/* A pipeline file may hold several passes separated by a line `---`. Pass
+ * k is parsed from a copy of the text in which every other pass's bytes
+ * are blanked (newlines kept), so messages keep the file's line numbers. */
+#define MAX_PASSES 16
+
+typedef struct passes {
+  size_t n;
+  size_t begin[MAX_PASSES], end[MAX_PASSES];
+} passes;
+
+/* True when line [b, e) is `---` with optional blanks around. */
+static bool is_separator(const char *s, size_t b, size_t e) {
+  while (b < e && (s[b] == ' ' || s[b] == '\t')) b++;
+  while (e > b && (s[e - 1] == ' ' || s[e - 1] == '\t' || s[e - 1] == '\r')) e--;
+  return e - b == 3 && memcmp(s + b, "---", 3) == 0;
+}
+
+static int split_passes(const char *s, size_t len, passes *ps) {
+  ps->n = 0;
+  size_t start = 0;
+  for (size_t b = 0; b <= len;) {
+    size_t e = b;
+    while (e < len && s[e] != '\n') e++;
+    if (is_separator(s, b, e) || e >= len) {
+      if (ps->n == MAX_PASSES) {
+        fprintf(stderr, "sluice: more than %d passes in one file\n", MAX_PASSES);
+        return -1;
+      }
+      ps->begin[ps->n] = start;
+      ps->end[ps->n++] = is_separator(s, b, e) ? b : len;
+      start = e + 1;
+    }
+    if (e >= len) break;
+    b = e + 1;
+  }
+  return 0;
+}
+
+/* Pass k's text: the file with every byte outside the pass blanked. */
+static char *pass_text(const char *s, size_t len, const passes *ps, size_t k) {
+  char *t = malloc(len + 1);
+  if (!t) return NULL;
+  for (size_t i = 0; i < len; i++) {
+    bool in = i >= ps->begin[k] && i < ps->end[k];
+    t[i] = in || s[i] == '\n' ? s[i] : ' ';
+  }
+  t[len] = '\0';
+  return t;
+}
+
+static int parse_text(cli *c, sl_registry *reg, const char *text, size_t len,
+                      const char *const *vars, size_t nvars, sl_pipeline **out) {
   int rc = sl_pipeline_create(out, reg);
   if (rc == 0) {
     const char *name = strcmp(c->pipeline, "-") == 0 ? "<stdin>" : c->pipeline;
-    rc = sl_pipeline_parse(*out, name, text, len, c->vars, c->nvars);
+    rc = sl_pipeline_parse(*out, name, text, len, vars, nvars);
   }
-  free(text);
   if (rc < 0) {
     const char *errs = *out ? sl_pipeline_errors(*out) : "";
     if (*errs) fputs(errs, stderr);
@@ -303,12 +352,65 @@ static int cmd_run(cli *c, sl_pipeline *p) {
   else if (c->quiet && *sl_run_error(run))
     fprintf(stderr, "sluice: %s\n", sl_run_error(run));
   sl_run_destroy(run);
-  if (ranks > 1 && rc < 0 && rc != SL_EITEMS) {
+  if (ranks > 1 && rc < 0 && rc != SL_EITEMS && rc != SL_ECANCELED) {
     /* The other ranks may wait for this one: end the whole job. */
     fprintf(stderr, "sluice: rank %u of %u failed; ending the job\n", rank, ranks);
     sl_dist_abort(c->opt.dist, exit_code(rc));
   }
   return exit_code(rc);
+}
+
+/* --- variables between passes -------------------------------------------- */
+
+typedef struct vars {
+  char **v;
+  size_t n, cap;
+} vars;
+
+static int vars_add(vars *v, const char *s) {
+  if (v->n == v->cap) {
+    size_t cap = v->cap ? 2 * v->cap : 16;
+    char **a = realloc(v->v, cap * sizeof *a);
+    if (!a) return -1;
+    v->v = a;
+    v->cap = cap;
+  }
+  if (!(v->v[v->n] = strdup(s))) return -1;
+  v->n++;
+  return 0;
+}
+
+static void vars_free(vars *v) {
+  for (size_t i = 0; i < v->n; i++) free(v->v[i]);
+  free(v->v);
+}
+
+/* Adds what the pass's capture stages set to `v` (later entries win).
+ * Under mpirun only rank 0 ran the capture: it sends the lines to all. */
+static int capture_vars(cli *c, const sl_pipeline *p, vars *v) {
+  const char *const *got = NULL;
+  size_t n = sl_stages_captured(p, &got);
+  char *joined = NULL;
+  size_t len = 1;
+  for (size_t i = 0; i < n; i++) len += strlen(got[i]) + 1;
+  if (!(joined = malloc(len))) return -1;
+  joined[0] = '\0';
+  for (size_t i = 0; i < n; i++) {
+    strcat(joined, got[i]);
+    strcat(joined, "\n");
+  }
+  if (sl_dist_size(c->opt.dist) > 1 && sl_dist_share(c->opt.dist, &joined) < 0) {
+    fprintf(stderr, "sluice: cannot share the captured values between ranks\n");
+    free(joined);
+    return -1;
+  }
+  int rc = 0;
+  for (char *line = joined, *nl; rc == 0 && (nl = strchr(line, '\n')); line = nl + 1) {
+    *nl = '\0';
+    if (*line) rc = vars_add(v, line);
+  }
+  free(joined);
+  return rc;
 }
 
 /* --- stages ------------------------------------------------------------ */
@@ -347,13 +449,46 @@ static int dispatch(cli *c, sl_registry *reg, int argc, char **argv) {
     return cmd_stages(reg, c->pipeline);
   }
   if (!c->pipeline) return usage_error("'%s' needs a pipeline file (or - for stdin)", c->cmd);
-  sl_pipeline *p = NULL;
-  int rc = load_pipeline(c, reg, &p);
-  if (rc == EXIT_OK) {
-    if (strcmp(c->cmd, "plan") == 0) rc = sl_pipeline_plan(p, &c->opt, stdout) < 0 ? EXIT_USAGE : EXIT_OK;
-    else rc = cmd_run(c, p);
+  size_t len = 0;
+  char *text = read_text(c->pipeline, &len);
+  if (!text) return EXIT_USAGE;
+  passes ps;
+  int rc = split_passes(text, len, &ps) < 0 ? EXIT_USAGE : EXIT_OK;
+  vars v = {0};
+  for (size_t i = 0; i < c->nvars && rc == EXIT_OK; i++)
+    if (vars_add(&v, c->vars[i]) < 0) rc = EXIT_USAGE;
+  const char *journal = c->opt.journal_path;
+  char journal_k[4096];
+  for (size_t k = 0; k < ps.n && rc == EXIT_OK; k++) {
+    char *t = ps.n == 1 ? text : pass_text(text, len, &ps, k);
+    sl_pipeline *p = NULL;
+    if (!t) {
+      rc = EXIT_USAGE;
+      break;
+    }
+    if (strcmp(c->cmd, "plan") == 0 && k > 0) {
+      printf("\npass %zu: planned when the passes before it have run (it may use "
+             "the values they capture)\n", k + 1);
+    } else {
+      rc = parse_text(c, reg, t, len, (const char *const *)v.v, v.n, &p);
+      if (rc == EXIT_OK && ps.n > 1 && !c->quiet && sl_dist_rank(c->opt.dist) == 0)
+        fprintf(stderr, "sluice: pass %zu of %zu\n", k + 1, ps.n);
+      if (rc == EXIT_OK && strcmp(c->cmd, "plan") == 0) {
+        rc = sl_pipeline_plan(p, &c->opt, stdout) < 0 ? EXIT_USAGE : EXIT_OK;
+      } else if (rc == EXIT_OK) {
+        if (journal && k > 0) { /* each pass its own journal */
+          snprintf(journal_k, sizeof journal_k, "%s.pass%zu", journal, k + 1);
+          c->opt.journal_path = journal_k;
+        }
+        rc = cmd_run(c, p);
+        if (rc == EXIT_OK && k + 1 < ps.n && capture_vars(c, p, &v) < 0) rc = EXIT_USAGE;
+      }
+    }
+    sl_pipeline_destroy(p);
+    if (t != text) free(t);
   }
-  sl_pipeline_destroy(p);
+  vars_free(&v);
+  free(text);
   return rc;
 }
 

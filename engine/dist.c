@@ -114,6 +114,39 @@ void sl_dist_finalize(sl_dist *d) {
   free(d);
 }
 
+int sl_dist_share(sl_dist *d, char **text) {
+  if (sl_dist_size(d) <= 1) return 0;
+#ifdef SLUICE_HAVE_MPI
+  unsigned long long len = d->rank == 0 ? strlen(*text) : 0;
+  sl__mutex_lock(&d->mu);
+  int rc = MPI_Bcast(&len, 1, MPI_UNSIGNED_LONG_LONG, 0, MPI_COMM_WORLD);
+  char *buf = NULL;
+  if (rc == MPI_SUCCESS && len > (1u << 30)) rc = MPI_ERR_COUNT;
+  if (rc == MPI_SUCCESS) {
+    buf = d->rank == 0 ? *text : malloc((size_t)len + 1);
+    if (!buf) {
+      sl__mutex_unlock(&d->mu);
+      sl_dist_abort(d, 2); /* the others wait in the Bcast: end them too */
+    }
+    rc = MPI_Bcast(buf, (int)len, MPI_CHAR, 0, MPI_COMM_WORLD);
+  }
+  sl__mutex_unlock(&d->mu);
+  if (rc != MPI_SUCCESS) {
+    if (buf != *text) free(buf);
+    return SL_EIO;
+  }
+  if (d->rank != 0) {
+    buf[len] = '\0';
+    free(*text);
+    *text = buf;
+  }
+  return 0;
+#else
+  (void)text;
+  return SL_EUNSUPPORTED;
+#endif
+}
+
 /* ---------------------------------------------------------------------- */
 /* messages                                                                */
 

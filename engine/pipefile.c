@@ -188,6 +188,10 @@ const char *sl_pipeline_errors(const sl_pipeline *p) {
 }
 
 size_t sl_pipeline_length(const sl_pipeline *p) { return p ? p->n : 0; }
+const sl_stage *sl_pipeline_stage(const sl_pipeline *p, size_t i) {
+  return p && i < p->n ? p->stages[i] : NULL;
+}
+void *sl_stage_state(const sl_stage *st) { return st->created ? st->state : NULL; }
 
 const sl_stage_def *sl_stage_definition(const sl_stage *st) { return st->def; }
 const void *sl_stage_params(const sl_stage *st) { return st->params; }

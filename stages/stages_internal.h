@@ -11,6 +11,7 @@
 extern const sl_stage_def sl__stage_gen;      /* gen.c */
 extern const sl_stage_def sl__stage_identity; /* identity.c */
 extern const sl_stage_def sl__stage_discard;  /* discard.c */
+extern const sl_stage_def sl__stage_capture;  /* capture.c */
 extern const sl_stage_def sl__stage_resize;   /* resize.c */
 extern const sl_stage_def sl__stage_groupby;   /* groupby.c */
 extern const sl_stage_def sl__stage_aggregate; /* aggregate.c */

@@ -11,6 +11,7 @@ static const sl_stage_def *const builtin[] = {
     &sl__stage_gen,
     &sl__stage_identity,
     &sl__stage_discard,
+    &sl__stage_capture,
     &sl__stage_resize,
     &sl__stage_groupby,
     &sl__stage_aggregate,

@@ -13,6 +13,7 @@
  */
 #include "test.h"
 #include "sluice.h"
+#include "test_files.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,36 +26,6 @@ static const char *env_or_fail(const char *name) {
   const char *v = getenv(name);
   if (!v) SL__FAIL("%s is not set (run through ctest)", name);
   return v;
-}
-
-static char *make_tmpdir(void) {
-  char *d = strdup("/tmp/sluice-mpi-XXXXXX");
-  ASSERT(mkdtemp(d));
-  return d;
-}
-
-static void remove_tree(const char *path) {
-  char cmd[512];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
-  ASSERT_EQ(system(cmd), 0);
-}
-
-static char *slurp(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *s = malloc((size_t)n + 1);
-  size_t got = fread(s, 1, (size_t)n, f);
-  s[got] = '\0';
-  fclose(f);
-  return s;
-}
-
-static bool exists(const char *path) {
-  struct stat st;
-  return stat(path, &st) == 0;
 }
 
 /* Runs `sluice run ARGS` on `np` ranks (np 0: without mpirun) in `dir`,
@@ -70,9 +41,7 @@ static int sluice_np(const char *dir, int np, const char *args) {
              "timeout 120 '%s' --allow-run-as-root --oversubscribe -np %d '%s' run %s "
              "2>err.txt >/dev/null",
              dir, SLUICE_MPIEXEC, np, env_or_fail("SLUICE_BIN"), args);
-  int st = system(cmd);
-  ASSERT(st != -1);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  return tf_sh(cmd);
 }
 
 /* A CSV of `rows` rows with quoted commas, doubled quotes and an embedded
@@ -94,63 +63,56 @@ static void write_csv(const char *path, int rows, int bad_row) {
   fclose(f);
 }
 
-static void write_text(const char *path, const char *text) {
-  FILE *f = fopen(path, "w");
-  ASSERT(f);
-  fputs(text, f);
-  fclose(f);
-}
-
 #define GROUP_PIPE                                                             \
   "csv.read file=${in} chunk=64KiB\n! csv.parse\n"                             \
   "! groupby keys=${keys} aggs=count,sum(x),mean(x),std(x),min(x),max(x),"     \
   "count_distinct(category),first(category),last(x)\n! csv.write file=${out}\n"
 
 TEST(groupby_identical_for_any_rank_count) {
-  char *d = make_tmpdir();
+  char *d = tf_mkdtemp("sluice-mpi");
   char p[512];
   snprintf(p, sizeof p, "%s/d.csv", d);
   write_csv(p, 60000, -1); /* ~1.8 MiB: ~28 chunks */
   snprintf(p, sizeof p, "%s/g.pipe", d);
-  write_text(p, GROUP_PIPE);
+  tf_write(p, GROUP_PIPE);
   const char *keys[] = {"key", "category"};
   for (size_t k = 0; k < 2; k++) {
     char args[256], out[512];
     snprintf(args, sizeof args, "g.pipe in=d.csv keys=%s out=r0.csv --threads 2", keys[k]);
     ASSERT_EQ(sluice_np(d, 0, args), 0);
     snprintf(out, sizeof out, "%s/r0.csv", d);
-    char *want = slurp(out);
+    char *want = tf_slurp(out);
     ASSERT(want && strlen(want) > 100);
     for (int np = 1; np <= 3; np++) {
       snprintf(args, sizeof args, "g.pipe in=d.csv keys=%s out=r%d.csv --threads 1",
                keys[k], np);
       int rc = sluice_np(d, np, args);
       snprintf(out, sizeof out, "%s/err.txt", d);
-      char *err = slurp(out);
+      char *err = tf_slurp(out);
       if (rc != 0) SL__FAIL("-np %d: exit %d\n%s", np, rc, err ? err : "");
       free(err);
       snprintf(out, sizeof out, "%s/r%d.csv", d, np);
-      char *got = slurp(out);
+      char *got = tf_slurp(out);
       ASSERT(got);
       ASSERT_STREQ(got, want);
       free(got);
     }
     free(want);
   }
-  remove_tree(d);
+  tf_rmtree(d);
   free(d);
 }
 
 TEST(failed_item_leaves_no_reduced_output) {
-  char *d = make_tmpdir();
+  char *d = tf_mkdtemp("sluice-mpi");
   char p[512];
   snprintf(p, sizeof p, "%s/d.csv", d);
   write_csv(p, 60000, 45001); /* a chunk near the end: rank 1 or 2 has it */
   snprintf(p, sizeof p, "%s/g.pipe", d);
-  write_text(p, GROUP_PIPE);
+  tf_write(p, GROUP_PIPE);
   /* The message names the bad row's line (quoted newlines count). */
   snprintf(p, sizeof p, "%s/d.csv", d);
-  char *text = slurp(p);
+  char *text = tf_slurp(p);
   ASSERT(text);
   const char *bad = strstr(text, "not-a-number");
   ASSERT(bad);
@@ -163,38 +125,38 @@ TEST(failed_item_leaves_no_reduced_output) {
     int rc = sluice_np(d, np, "g.pipe in=d.csv keys=key out=r.csv --threads 1");
     ASSERT(rc != 0 && rc < 124); /* failed, not hung or killed */
     snprintf(p, sizeof p, "%s/r.csv", d);
-    ASSERT(!exists(p));
+    ASSERT(!tf_exists(p));
     snprintf(p, sizeof p, "%s/err.txt", d);
-    char *err = slurp(p);
+    char *err = tf_slurp(p);
     ASSERT(err && strstr(err, want));
     ASSERT(strstr(err, "failed upstream; no result"));
     free(err);
   }
-  remove_tree(d);
+  tf_rmtree(d);
   free(d);
 }
 
 TEST(single_file_sink_needs_a_reduction) {
-  char *d = make_tmpdir();
+  char *d = tf_mkdtemp("sluice-mpi");
   char p[512];
   snprintf(p, sizeof p, "%s/d.csv", d);
   write_csv(p, 2000, -1);
   snprintf(p, sizeof p, "%s/c.pipe", d);
-  write_text(p, "csv.read file=${in} chunk=64KiB ! csv.parse ! csv.write file=${out}\n");
+  tf_write(p, "csv.read file=${in} chunk=64KiB ! csv.parse ! csv.write file=${out}\n");
   int rc = sluice_np(d, 2, "c.pipe in=d.csv out=c.csv");
   ASSERT(rc != 0 && rc < 124);
   snprintf(p, sizeof p, "%s/c.csv", d);
-  ASSERT(!exists(p));
+  ASSERT(!tf_exists(p));
   snprintf(p, sizeof p, "%s/err.txt", d);
-  char *err = slurp(p);
+  char *err = tf_slurp(p);
   ASSERT(err && strstr(err, "sees only its share of the items"));
   free(err);
-  remove_tree(d);
+  tf_rmtree(d);
   free(d);
 }
 
 TEST(per_item_outputs_made_once) {
-  char *d = make_tmpdir();
+  char *d = tf_mkdtemp("sluice-mpi");
   char p[512];
   snprintf(p, sizeof p, "%s/in", d);
   ASSERT_EQ(mkdir(p, 0700), 0);
@@ -202,23 +164,23 @@ TEST(per_item_outputs_made_once) {
     char f[600], text[64];
     snprintf(f, sizeof f, "%s/in/f%02d.txt", d, i);
     snprintf(text, sizeof text, "file %d\n", i);
-    write_text(f, text);
+    tf_write(f, text);
   }
   snprintf(p, sizeof p, "%s/copy.pipe", d);
-  write_text(p, "files.list dir=${in} ! files.read ! files.write dir=${out}\n");
+  tf_write(p, "files.list dir=${in} ! files.read ! files.write dir=${out}\n");
   ASSERT_EQ(sluice_np(d, 3, "copy.pipe in=in out=out"), 0);
   for (int i = 0; i < 25; i++) {
     char f[600], want[64];
     snprintf(f, sizeof f, "%s/out/f%02d.txt", d, i);
     snprintf(want, sizeof want, "file %d\n", i);
-    char *got = slurp(f);
+    char *got = tf_slurp(f);
     if (!got) SL__FAIL("%s was not written", f);
     ASSERT_STREQ(got, want);
     free(got);
   }
   /* Each rank made its own third: the summaries add up to 25. */
   snprintf(p, sizeof p, "%s/err.txt", d);
-  char *err = slurp(p);
+  char *err = tf_slurp(p);
   ASSERT(err);
   int total = 0;
   for (const char *s = err; (s = strstr(s, "sluice: ")) != NULL; s += 8) {
@@ -227,11 +189,43 @@ TEST(per_item_outputs_made_once) {
   }
   ASSERT_EQ(total, 25);
   free(err);
-  remove_tree(d);
+  tf_rmtree(d);
+  free(d);
+}
+
+/* Two passes: rank 0 captures pass 1's result and shares it with all. */
+TEST(two_passes_share_captured_values) {
+  char *d = tf_mkdtemp("sluice-mpi");
+  char p[512];
+  snprintf(p, sizeof p, "%s/d.csv", d);
+  write_csv(p, 30000, -1);
+  snprintf(p, sizeof p, "%s/two.pipe", d);
+  tf_write(p, "csv.read file=${in} chunk=64KiB ! csv.parse\n"
+              "! aggregate aggs=mean(x) ! capture name=s\n"
+              "---\n"
+              "csv.read file=${in} chunk=64KiB ! csv.parse\n"
+              "! filter expr=\"x > ${s_mean_x}\"\n"
+              "! groupby keys=category aggs=count,min(x) ! csv.write file=${out}\n");
+  ASSERT_EQ(sluice_np(d, 0, "two.pipe in=d.csv out=r0.csv"), 0);
+  int rc = sluice_np(d, 3, "two.pipe in=d.csv out=r3.csv --threads 1");
+  snprintf(p, sizeof p, "%s/err.txt", d);
+  char *err = tf_slurp(p);
+  if (rc != 0) SL__FAIL("exit %d\n%s", rc, err ? err : "");
+  free(err);
+  snprintf(p, sizeof p, "%s/r0.csv", d);
+  char *want = tf_slurp(p);
+  snprintf(p, sizeof p, "%s/r3.csv", d);
+  char *got = tf_slurp(p);
+  ASSERT(want && got && strncmp(want, "category,count,min(x)\n", 22) == 0);
+  ASSERT_STREQ(got, want);
+  free(want);
+  free(got);
+  tf_rmtree(d);
   free(d);
 }
 
 static const sl_test_case cases[] = {
+    SL_CASE(two_passes_share_captured_values, "e2e,mpi"),
     SL_CASE(groupby_identical_for_any_rank_count, "e2e,mpi"),
     SL_CASE(failed_item_leaves_no_reduced_output, "e2e,mpi"),
     SL_CASE(single_file_sink_needs_a_reduction, "e2e,mpi"),

@@ -96,6 +96,7 @@ typedef struct sl_registry sl_registry;
 typedef struct sl_pipeline sl_pipeline;
 typedef struct sl_run sl_run;
 typedef struct sl_stage_def sl_stage_def;
+typedef struct sl_stage sl_stage;   /* a configured stage in a pipeline */
 
 /* --- registry: the set of stage types a pipeline file may name -------- */
 
@@ -150,6 +151,8 @@ SL_API int sl_pipeline_check(sl_pipeline *p);
  * optional indented hint line; "" when none. Owned by the pipeline. */
 SL_API const char *sl_pipeline_errors(const sl_pipeline *p);
 SL_API size_t sl_pipeline_length(const sl_pipeline *p);
+/* Stage i of the chain (NULL past the end). */
+SL_API const sl_stage *sl_pipeline_stage(const sl_pipeline *p, size_t i);
 
 /* --- run options ------------------------------------------------------ */
 
@@ -227,6 +230,10 @@ SL_API unsigned sl_dist_size(const sl_dist *d); /* 1 for NULL */
 /* Ends every rank of the job at once (after a fatal error on this one, so
  * that no other rank waits forever). Does not return. */
 SL_API void sl_dist_abort(sl_dist *d, int code);
+/* Gives every rank rank 0's string: *text (malloc'd, NUL-terminated) is
+ * replaced on the other ranks. Collective: every rank calls it, between
+ * runs. @return 0, SL_ENOMEM or SL_EIO. */
+SL_API int sl_dist_share(sl_dist *d, char **text);
 /* Leaves the job and frees d (NULL: nothing). */
 SL_API void sl_dist_finalize(sl_dist *d);
 
@@ -348,7 +355,6 @@ SL_API const char *sl_item_meta_get(const sl_item *item, const char *key);
  * 4. Writing stages
  * ====================================================================== */
 
-typedef struct sl_stage sl_stage;   /* a configured stage in a pipeline */
 typedef struct sl_worker sl_worker; /* one worker of a stage while running */
 
 typedef enum sl_exec_class {
@@ -441,6 +447,8 @@ struct sl_stage_def {
 /* --- stage (configured instance) ------------------------------------- */
 SL_API const sl_stage_def *sl_stage_definition(const sl_stage *st);
 SL_API const void *sl_stage_params(const sl_stage *st);
+/* The state create() made (NULL before check or without create()). */
+SL_API void *sl_stage_state(const sl_stage *st);
 /* Position in the pipeline, from 0. */
 SL_API size_t sl_stage_index(const sl_stage *st);
 /* Records why create() rejected the configuration. @return SL_EPARSE. */
