@@ -121,14 +121,15 @@ fmt_bytes() {
     else if (x >= 2^20) printf "%.0f MiB", x/2^20; else printf "%.0f KiB", x/1024 }'
 }
 
-# make_csv ROWS: the cached input of ROWS rows and its zstd -3 copy.
+# make_csv ROWS [plain]: the cached input of ROWS rows and (unless
+# "plain") its zstd -3 copy.
 make_csv() {
   local f=$DATA/csv-$1.csv
   if [ ! -e "$f" ]; then
     note "generating $f ($1 rows, once)"
     "$GEN" "$f" "$1"
   fi
-  if [ ! -e "$f.zst" ]; then
+  if [ "${2:-}" != plain ] && [ ! -e "$f.zst" ]; then
     note "compressing $f with zstd -3 (once)"
     zstd -3 -q -f "$f" -o "$f.zst.tmp"
     mv "$f.zst.tmp" "$f.zst"
@@ -397,9 +398,10 @@ fi
 # ---------------------------------------------------------------- 2. memory
 
 if want memory; then
-  make_csv "$MEM_ROWS"
-  note "2. memory: $MEM_ROWS vs $ROWS rows"
-  out "## Peak memory: $MEM_ROWS vs $ROWS rows"
+  make_csv "$MEM_ROWS" plain
+  SMALL=$((MEM_ROWS < ROWS ? MEM_ROWS : ROWS)) LARGE=$((MEM_ROWS < ROWS ? ROWS : MEM_ROWS))
+  note "2. memory: $SMALL vs $LARGE rows"
+  out "## Peak memory: $SMALL vs $LARGE rows"
   out ""
   out "sluice run pipelines/csv_groupby.pipe keys=key (count, sum, mean, min, max of x)"
   out "--threads $THREADS, peak_rss_bytes from --stats-json, median of $RUNS."
@@ -411,7 +413,7 @@ if want memory; then
   out "| rows | file | peak RSS | wall |"
   out "|---|---|---|---|"
   declare -A RSS
-  for n in $(printf '%s\n' "$MEM_ROWS" "$ROWS" | sort -n); do
+  for n in $SMALL $LARGE; do
     f=$DATA/csv-$n.csv
     cat "$f" >/dev/null
     for ((r = 1; r <= RUNS; r++)); do
@@ -423,10 +425,16 @@ if want memory; then
     RSS[$n]=$(stat_json "$TMP/mem$n.r*.json" .peak_rss_bytes)
     out "| $n | $(calc "$(stat -c %s "$f") / 1e6" | xargs printf '%.0f MB') | $(fmt_bytes "${RSS[$n]}") | $(printf '%.2f s' "$(stat_json "$TMP/mem$n.r*.json" .wall_s)") |"
   done
-  ratio=$(calc "${RSS[$ROWS]} / ${RSS[$MEM_ROWS]}")
+  ratio=$(calc "${RSS[$LARGE]} / ${RSS[$SMALL]}")
   if awk -v r="$ratio" 'BEGIN { exit !(r <= 1.2 && r >= 1 / 1.2) }'; then v="met"; else v="**missed**"; fi
   out ""
-  out "RSS($ROWS) / RSS($MEM_ROWS) = $(printf '%.2f' "$ratio") (must be within 20%: $v)."
+  out "RSS($LARGE) / RSS($SMALL) = $(printf '%.2f' "$ratio") (must be within 20%: $v)."
+  if [ "$SMALL" -lt 10000000 ]; then
+    out "Below ~10 M rows the peak is still rising to its plateau (the queues and the"
+    out "arena's cache of freed blocks fill up; docs/benchmarks.md): a pair that starts"
+    out "there reads as missed although memory is bounded. MEM_ROWS=$((10 * LARGE)) compares"
+    out "two files past that point."
+  fi
   out ""
 fi
 
