@@ -23,7 +23,7 @@
 #             installed by `npm install` into bench/csv/node_modules, git-ignored)
 #   pandas    pandas_groupby.py: read_csv(usecols=[K, 'x']) + groupby (1 thread)
 #   mlr       mlr --icsv --ocsv stats1 -a count,sum,mean,min,max -f x -g K
-#             (miller; MLR_RUNS runs, default 1: it takes ~40x sluice's time)
+#             (miller; MLR_RUNS runs, default 1: it takes ~20x sluice's time)
 #
 # and the floors, which are not peers: `cat FILE >/dev/null` (reading the
 # file from the page cache) and `zstd -dc FILE.zst >/dev/null` (one thread:
