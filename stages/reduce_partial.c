@@ -352,7 +352,7 @@ static void put(wbuf *b, const void *v, size_t n) {
  * max, imin, imax, inan; then the histogram counts. */
 static size_t packed_size(const sl__rpart *p) {
   return 8 + 4 * 4 + 3 * 8 + 8 + 16 * (size_t)p->ndim +
-         (size_t)p->ncells * (13 * 8) + (size_t)p->ncells * p->nbins * 8;
+         (size_t)p->ncells * (12 * 8) + (size_t)p->ncells * p->nbins * 8;
 }
 
 int sl__rpart_pack(const sl__rpart *p, void **out, size_t *len) {
