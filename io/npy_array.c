@@ -211,7 +211,7 @@ int sl__npy_reader_start(sl_worker *w, sl__npy_reader *R, uint64_t file_size) {
     if (inner * es <= R->block) break;
   }
   R->inner = L->ndim ? inner : 1;
-  R->per = R->inner * es > R->block ? 1 : R->block / (R->inner * es);
+  R->per = R->inner == 0 || R->inner * es > R->block ? 1 : R->block / (R->inner * es);
   R->elems = elems;
   R->pos = 0;
   memset(R->idx, 0, sizeof R->idx);
