@@ -232,7 +232,7 @@ TEST(npy_malformed_headers) {
   expect_read_error("magic.npy", "wrong magic");
   write_bytes("ver.npy", "\x93NUMPY\x04\x00\x10\x00{}              ", 26);
   expect_read_error("ver.npy", "unsupported .npy format version 4.0");
-  write_bytes("hlen.npy", "\x93NUMPY\x02\x00\xff\xff\xff\x7f{}    ", 20);
+  write_bytes("hlen.npy", "\x93NUMPY\x02\x00\xff\xff\xff\x7f{}    ", 18);
   expect_read_error("hlen.npy", "header length 2147483647 exceeds the 1 MiB limit");
   write_bytes("hlen1.npy", "\x93NUMPY\x01\x00\x00\x10{}    ", 16);
   expect_read_error("hlen1.npy", "runs past the end");
