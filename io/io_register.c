@@ -18,6 +18,9 @@ static const sl_stage_def *const builtin[] = {
     &sl__stage_csv_parse,
     &sl__stage_csv_write,
     &sl__stage_json_write,
+    &sl__stage_npy_read,
+    &sl__stage_npy_write,
+    &sl__stage_raw_read,
 };
 
 /* The definitions are static data, so they outlive any registry. */

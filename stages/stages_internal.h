@@ -17,5 +17,6 @@ extern const sl_stage_def sl__stage_groupby;   /* groupby.c */
 extern const sl_stage_def sl__stage_aggregate; /* aggregate.c */
 extern const sl_stage_def sl__stage_filter;    /* filter.c */
 extern const sl_stage_def sl__stage_select;    /* select.c */
+extern const sl_stage_def sl__stage_reduce;    /* reduce.c */
 
 #endif

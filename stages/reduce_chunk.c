@@ -1,0 +1,366 @@
+/*
+ * reduce_chunk.c -- folds one ARRAY chunk into a partial of `reduce`.
+ *
+ * Every element type folds as one of three value classes (doubles, int64,
+ * uint64; reduce_internal.h). A chunk is cut into *runs*, each folded into
+ * one cell in increasing index order:
+ *   whole array: maximal stretches that are contiguous both in memory and
+ *     in the flat C-order index (the whole chunk when its trailing axes are
+ *     full), indices = flat positions in the whole array;
+ *   axis=k: for each cell of the chunk's box, the elements along axis k,
+ *     indices = positions along axis k (numpy's argmin(axis=k)).
+ * A run is folded in blocks of BLK elements, always cut at the same places
+ * for the same run, on one thread, so a chunk's partial is a pure function
+ * of the chunk. Per block: the sum with 8 independent accumulators (as
+ * numpy's pairwise summation does at its leaves; vectorisable), added to
+ * the cell with Neumaier compensation; for var/std a second pass over the
+ * block (still in L1) gives the block's m2 about its own mean, merged into
+ * the cell with Chan's formula (more accurate than per-element Welford and
+ * no division per element); min/max lanes, and a scan for the first index
+ * only when a block improves the extreme; NaN is looked for only in blocks
+ * whose sum is NaN (a NaN always makes the sum NaN).
+ *
+ * Histograms follow numpy.histogram exactly: edges lo + i*step (step =
+ * (hi-lo)/bins, the last edge = hi), the bin from (x-lo)*norm truncated,
+ * then corrected by one against the edges; values outside [lo, hi] and NaN
+ * are ignored, the last bin is closed. Values are binned as doubles.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "reduce_internal.h"
+
+#define BLK 256
+
+typedef struct kctx {
+  unsigned ops;
+  sl__rclass cls;
+  uint32_t nbins;
+  double lo, hi, norm, step;
+  bool need_sum, need_var, need_min, need_max;
+} kctx;
+
+static void kctx_init(kctx *k, const sl__rpart *p) {
+  k->ops = p->ops;
+  k->cls = sl__rclass_of(p->dtype);
+  k->nbins = p->nbins;
+  k->lo = p->lo;
+  k->hi = p->hi;
+  if (k->nbins) {
+    k->norm = (double)k->nbins / (k->hi - k->lo);
+    k->step = (k->hi - k->lo) / (double)k->nbins;
+  }
+  k->need_sum = p->ops & (SL__ROP_SUM | SL__ROP_MEAN | SL__ROP_VAR | SL__ROP_STD);
+  k->need_var = p->ops & (SL__ROP_VAR | SL__ROP_STD);
+  k->need_min = p->ops & (SL__ROP_MIN | SL__ROP_ARGMIN);
+  k->need_max = p->ops & (SL__ROP_MAX | SL__ROP_ARGMAX);
+}
+
+/* sl__rhist_edge with the step computed once. */
+static inline double edge(const kctx *k, int64_t i) {
+  if (i >= (int64_t)k->nbins || k->step == 0)
+    return sl__rhist_edge(k->lo, k->hi, k->nbins, i);
+  double y = (double)i * k->step;
+  return y + k->lo;
+}
+
+static inline void hist_add(const kctx *k, uint64_t *h, double x) {
+  if (!(x >= k->lo && x <= k->hi)) return; /* also drops NaN */
+  int64_t nb = k->nbins;
+  int64_t i = (int64_t)((x - k->lo) * k->norm);
+  if (i >= nb) i = nb - 1;
+  if (x < edge(k, i)) i--;
+  else if (i != nb - 1 && x >= edge(k, i + 1)) i++;
+  h[i]++;
+}
+
+/* Neumaier's compensated addition of x into (s, c). */
+static inline void fsum_add(double *s, double *c, double x) {
+  double t = *s + x;
+  if (fabs(*s) >= fabs(x)) *c += (*s - t) + x;
+  else *c += (x - t) + *s;
+  *s = t;
+}
+
+/* Chan's update of the cell's (n, mean, m2) with a block of m elements of
+ * mean mb and m2 m2b. The caller adds m to n afterwards. */
+static inline void chan_add(sl__rcell *c, uint64_t m, double mb, double m2b) {
+  if (c->n == 0) {
+    c->mean = mb;
+    c->m2 = m2b;
+    return;
+  }
+  double na = (double)c->n, nb = (double)m, nn = na + nb;
+  double delta = mb - c->mean;
+  c->mean += delta * (nb / nn);
+  c->m2 += m2b + delta * delta * (na * nb / nn);
+}
+
+/* ---- one block per class --------------------------------------------- */
+
+static void block_f(const kctx *k, sl__rcell *c, uint64_t *h, const double *v,
+                    size_t m, uint64_t i0) {
+  double l[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  size_t j = 0;
+  for (; j + 8 <= m; j += 8)
+    for (int q = 0; q < 8; q++) l[q] += v[j + q];
+  for (int q = 0; j < m; j++, q++) l[q] += v[j];
+  double bs = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+  if (isnan(bs) && c->inan == SL__RNONE)
+    for (j = 0; j < m; j++)
+      if (isnan(v[j])) {
+        c->inan = i0 + j;
+        break;
+      }
+  if (k->need_sum) fsum_add(&c->s, &c->c, bs);
+  if (k->need_var) {
+    double mb = bs / (double)m, d[4] = {0, 0, 0, 0};
+    for (j = 0; j + 4 <= m; j += 4)
+      for (int q = 0; q < 4; q++) d[q] += (v[j + q] - mb) * (v[j + q] - mb);
+    for (int q = 0; j < m; j++, q++) d[q] += (v[j] - mb) * (v[j] - mb);
+    chan_add(c, m, mb, (d[0] + d[1]) + (d[2] + d[3]));
+  }
+  if (k->need_min || k->need_max) {
+    double mn[4] = {INFINITY, INFINITY, INFINITY, INFINITY};
+    double mx[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    for (j = 0; j + 4 <= m; j += 4)
+      for (int q = 0; q < 4; q++) {
+        mn[q] = v[j + q] < mn[q] ? v[j + q] : mn[q];
+        mx[q] = v[j + q] > mx[q] ? v[j + q] : mx[q];
+      }
+    for (int q = 0; j < m; j++, q++) {
+      mn[q] = v[j] < mn[q] ? v[j] : mn[q];
+      mx[q] = v[j] > mx[q] ? v[j] : mx[q];
+    }
+    double bmn = fmin(fmin(mn[0], mn[1]), fmin(mn[2], mn[3]));
+    double bmx = fmax(fmax(mx[0], mx[1]), fmax(mx[2], mx[3]));
+    bool any = !(bmn == INFINITY && bmx == -INFINITY); /* a non-NaN value */
+    if (any && (c->imin == SL__RNONE || bmn < c->min.f)) {
+      for (j = 0; v[j] != bmn; j++) {
+      }
+      c->min.f = v[j];
+      c->imin = i0 + j;
+    }
+    if (any && (c->imax == SL__RNONE || bmx > c->max.f)) {
+      for (j = 0; v[j] != bmx; j++) {
+      }
+      c->max.f = v[j];
+      c->imax = i0 + j;
+    }
+  }
+  if (h)
+    for (j = 0; j < m; j++) hist_add(k, h, v[j]);
+  c->n += m;
+}
+
+static void block_i(const kctx *k, sl__rcell *c, uint64_t *h, const int64_t *v,
+                    size_t m, uint64_t i0) {
+  __int128 bs = 0;
+  int64_t mn = v[0], mx = v[0];
+  size_t jmn = 0, jmx = 0;
+  for (size_t j = 0; j < m; j++) bs += v[j];
+  if (k->need_min || k->need_max)
+    for (size_t j = 1; j < m; j++) {
+      if (v[j] < mn) mn = v[j], jmn = j;
+      if (v[j] > mx) mx = v[j], jmx = j;
+    }
+  c->w += bs;
+  if (k->need_var) {
+    double mb = (double)bs / (double)m, d = 0;
+    for (size_t j = 0; j < m; j++) d += ((double)v[j] - mb) * ((double)v[j] - mb);
+    chan_add(c, m, mb, d);
+  }
+  if (c->imin == SL__RNONE || mn < c->min.i) c->min.i = mn, c->imin = i0 + jmn;
+  if (c->imax == SL__RNONE || mx > c->max.i) c->max.i = mx, c->imax = i0 + jmx;
+  if (h)
+    for (size_t j = 0; j < m; j++) hist_add(k, h, (double)v[j]);
+  c->n += m;
+}
+
+static void block_u(const kctx *k, sl__rcell *c, uint64_t *h, const uint64_t *v,
+                    size_t m, uint64_t i0) {
+  __int128 bs = 0;
+  uint64_t mn = v[0], mx = v[0];
+  size_t jmn = 0, jmx = 0;
+  for (size_t j = 0; j < m; j++) bs += v[j];
+  if (k->need_min || k->need_max)
+    for (size_t j = 1; j < m; j++) {
+      if (v[j] < mn) mn = v[j], jmn = j;
+      if (v[j] > mx) mx = v[j], jmx = j;
+    }
+  c->w += bs;
+  if (k->need_var) {
+    double mb = (double)bs / (double)m, d = 0;
+    for (size_t j = 0; j < m; j++) d += ((double)v[j] - mb) * ((double)v[j] - mb);
+    chan_add(c, m, mb, d);
+  }
+  if (c->imin == SL__RNONE || mn < c->min.u) c->min.u = mn, c->imin = i0 + jmn;
+  if (c->imax == SL__RNONE || mx > c->max.u) c->max.u = mx, c->imax = i0 + jmx;
+  if (h)
+    for (size_t j = 0; j < m; j++) hist_add(k, h, (double)v[j]);
+  c->n += m;
+}
+
+/* ---- loading elements as class values ---------------------------------- */
+
+#define LOAD(T, CAST)                                                          \
+  for (size_t j = 0; j < m; j++) {                                             \
+    T x;                                                                       \
+    memcpy(&x, s + j * stride, sizeof x);                                      \
+    dst[j] = (CAST)x;                                                          \
+  }
+
+static void load_f(double *dst, const char *s, sl_dtype t, size_t m, ptrdiff_t stride) {
+  if (t == SL_DT_F32) {
+    LOAD(float, double)
+  } else {
+    LOAD(double, double)
+  }
+}
+
+static void load_i(int64_t *dst, const char *s, sl_dtype t, size_t m, ptrdiff_t stride) {
+  switch (t) {
+  case SL_DT_I8: LOAD(int8_t, int64_t) break;
+  case SL_DT_I16: LOAD(int16_t, int64_t) break;
+  case SL_DT_I32: LOAD(int32_t, int64_t) break;
+  default: LOAD(int64_t, int64_t) break;
+  }
+}
+
+static void load_u(uint64_t *dst, const char *s, sl_dtype t, size_t m, ptrdiff_t stride) {
+  switch (t) {
+  case SL_DT_BOOL:
+    for (size_t j = 0; j < m; j++) dst[j] = s[j * stride] != 0;
+    break;
+  case SL_DT_U8: LOAD(uint8_t, uint64_t) break;
+  case SL_DT_U16: LOAD(uint16_t, uint64_t) break;
+  case SL_DT_U32: LOAD(uint32_t, uint64_t) break;
+  default: LOAD(uint64_t, uint64_t) break;
+  }
+}
+
+/* Folds the run of n elements at src (stride bytes apart), indices i0,
+ * i0+1, ..., into cell c (and histogram h). */
+static void fold_run(const kctx *k, sl_dtype t, sl__rcell *c, uint64_t *h,
+                     const char *src, size_t n, ptrdiff_t stride, uint64_t i0,
+                     void *buf) {
+  bool direct = stride == 8 && (t == SL_DT_F64 || t == SL_DT_I64 || t == SL_DT_U64) &&
+                ((uintptr_t)src % 8) == 0;
+  for (size_t b = 0; b < n; b += BLK) {
+    size_t m = n - b < BLK ? n - b : BLK;
+    const char *s = src + (ptrdiff_t)b * stride;
+    switch (k->cls) {
+    case SL__RC_F:
+      if (!direct) load_f(buf, s, t, m, stride);
+      block_f(k, c, h, direct ? (const double *)(const void *)s : buf, m, i0 + b);
+      break;
+    case SL__RC_I:
+      if (!direct) load_i(buf, s, t, m, stride);
+      block_i(k, c, h, direct ? (const int64_t *)(const void *)s : buf, m, i0 + b);
+      break;
+    case SL__RC_U:
+      if (!direct) load_u(buf, s, t, m, stride);
+      block_u(k, c, h, direct ? (const uint64_t *)(const void *)s : buf, m, i0 + b);
+      break;
+    }
+  }
+}
+
+/* ---- a chunk ----------------------------------------------------------- */
+
+void sl__rchunk_box(const sl_array_desc *a, int axis, uint32_t *ndim,
+                    uint64_t *origin, uint64_t *shape) {
+  *ndim = 0;
+  if (axis < 0) return;
+  for (uint32_t d = 0; d < a->ndim; d++) {
+    if ((int)d == axis) continue;
+    origin[*ndim] = a->origin[d];
+    shape[*ndim] = a->shape[d];
+    (*ndim)++;
+  }
+}
+
+void sl__rscratch_free(sl__rscratch *s) {
+  free(s->buf);
+  s->buf = NULL;
+  s->cap = 0;
+}
+
+/* Advances the multi-index `idx` over axes [0, nd) of `shape` except
+ * `skip`; @return false after the last one. */
+static bool next_index(uint64_t *idx, const uint64_t *shape, uint32_t nd, int skip) {
+  for (uint32_t d = nd; d-- > 0;) {
+    if ((int)d == skip) continue;
+    if (++idx[d] < shape[d]) return true;
+    idx[d] = 0;
+  }
+  return false;
+}
+
+/* Whole-array fold: runs over the suffix of axes that is contiguous in
+ * memory and in the flat index. */
+static void fold_whole(const kctx *k, sl__rpart *p, const sl_array_desc *a,
+                       const char *data, void *buf) {
+  size_t es = sl_dtype_size(a->dtype);
+  uint32_t nd = a->ndim;
+  if (nd == 0) {
+    fold_run(k, a->dtype, &p->cells[0], p->hist, data, 1, (ptrdiff_t)es, 0, buf);
+    return;
+  }
+  /* s: first axis of the run; the run covers axes s..nd-1. */
+  uint32_t s = nd - 1;
+  int64_t want = (int64_t)es * (int64_t)a->shape[nd - 1];
+  if (a->strides[nd - 1] == (int64_t)es)
+    while (s > 0 && a->shape[s] == a->whole[s] && a->strides[s - 1] == want) {
+      want *= (int64_t)a->shape[s - 1];
+      s--;
+    }
+  uint64_t len = 1, wstride[SL_MAX_DIMS];
+  for (uint32_t d = s; d < nd; d++) len *= a->shape[d];
+  wstride[nd - 1] = 1;
+  for (uint32_t d = nd - 1; d-- > 0;) wstride[d] = wstride[d + 1] * a->whole[d + 1];
+  uint64_t idx[SL_MAX_DIMS] = {0};
+  do {
+    const char *src = data;
+    uint64_t flat = 0;
+    for (uint32_t d = 0; d < nd; d++) {
+      src += (ptrdiff_t)idx[d] * a->strides[d];
+      flat += (a->origin[d] + idx[d]) * wstride[d];
+    }
+    fold_run(k, a->dtype, &p->cells[0], p->hist, src, (size_t)len,
+             (ptrdiff_t)a->strides[nd - 1], flat, buf);
+  } while (s > 0 && next_index(idx, a->shape, s, -1));
+}
+
+/* Along `axis`: one run per cell of the chunk's box, in box order. */
+static void fold_axis(const kctx *k, sl__rpart *p, const sl_array_desc *a,
+                      const char *data, int axis, void *buf) {
+  uint64_t idx[SL_MAX_DIMS] = {0};
+  uint64_t cell = 0;
+  do {
+    const char *src = data;
+    for (uint32_t d = 0; d < a->ndim; d++) src += (ptrdiff_t)idx[d] * a->strides[d];
+    fold_run(k, a->dtype, &p->cells[cell], p->hist ? p->hist + cell * p->nbins : NULL,
+             src, (size_t)a->shape[axis], (ptrdiff_t)a->strides[axis],
+             a->origin[axis], buf);
+    cell++;
+  } while (next_index(idx, a->shape, a->ndim, axis));
+}
+
+int sl__rchunk_fold(sl__rpart *p, const sl_array_desc *a, const void *data,
+                    int axis, sl__rscratch *scratch) {
+  uint64_t n = 1;
+  for (uint32_t d = 0; d < a->ndim; d++) n *= a->shape[d];
+  if (n == 0) return 0;
+  if (!scratch->buf) {
+    if (!(scratch->buf = malloc(BLK * 8))) return SL_ENOMEM;
+    scratch->cap = BLK * 8;
+  }
+  kctx k;
+  kctx_init(&k, p);
+  if (axis < 0) fold_whole(&k, p, a, data, scratch->buf);
+  else fold_axis(&k, p, a, data, axis, scratch->buf);
+  p->elems += n;
+  return 0;
+}
