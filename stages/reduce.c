@@ -218,6 +218,20 @@ static int red_process(sl_worker *w, sl_item *in, sl_item **out) {
       return sl_worker_errorf(w, "the result along axis=%d would exceed 1 GiB", s->axis);
     return rc;
   }
+  if (sl_worker_ranks(w) > 1 && sl_worker_rank(w) > 0) {
+    /* Distributed: rank 0 files it in its tree (red_receive). */
+    void *bytes = NULL;
+    size_t len = 0;
+    rc = sl__rpart_pack(p, &bytes, &len);
+    sl__rpart_free(p);
+    free(p);
+    int sent = rc < 0 ? rc : sl_worker_send_partial(w, in->seq, bytes, len);
+    free(bytes);
+    if (sent < 0)
+      return sl_worker_errorf(w, "sending the partial result to rank 0: %s",
+                              sl_strerror(sent));
+    return 0;
+  }
   lock(s);
   rc = sl__rtree_add_node(&s->tree, 0, in->seq, p);
   unlock(s);
@@ -225,6 +239,22 @@ static int red_process(sl_worker *w, sl_item *in, sl_item **out) {
     return sl_worker_errorf(w, "chunk seq %" PRIu64 " arrived twice", in->seq);
   if (rc == SL_ELIMIT)
     return sl_worker_errorf(w, "the result along axis=%d would exceed 1 GiB", s->axis);
+  return rc;
+}
+
+/* Rank 0 of a distributed run: files another rank's chunk partial. */
+static int red_receive(void *state, uint64_t seq, const void *data, size_t len) {
+  red_state *s = state;
+  sl__rpart *p = malloc(sizeof *p);
+  if (!p) return SL_ENOMEM;
+  int rc = sl__rpart_unpack(data, len, p);
+  if (rc < 0) {
+    free(p);
+    return rc;
+  }
+  lock(s);
+  rc = sl__rtree_add_node(&s->tree, 0, seq, p);
+  unlock(s);
   return rc;
 }
 
@@ -237,7 +267,11 @@ static int red_finish(sl_worker *w) {
   sl__rpart *root = NULL;
   int rc = last ? sl__rtree_finish(&s->tree, &root) : 0;
   unlock(s);
-  if (!last) return 0;
+  if (!last || sl_worker_rank(w) > 0) { /* rank 0 publishes */
+    if (root) sl__rpart_free(root);
+    free(root);
+    return 0;
+  }
   if (rc < 0) return sl_worker_errorf(w, "merging partial results: %s", sl_strerror(rc));
   if (!root) return sl_worker_errorf(w, "no input array");
   uint64_t total = 1;
@@ -307,6 +341,7 @@ const sl_stage_def sl__stage_reduce = {
     .destroy = red_destroy,
     .open = red_open,
     .process = red_process,
+    .receive = red_receive,
     .finish = red_finish,
     .close = red_close,
 };
