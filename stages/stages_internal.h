@@ -16,5 +16,6 @@ extern const sl_stage_def sl__stage_groupby;   /* groupby.c */
 extern const sl_stage_def sl__stage_aggregate; /* aggregate.c */
 extern const sl_stage_def sl__stage_filter;    /* filter.c */
 extern const sl_stage_def sl__stage_select;    /* select.c */
+extern const sl_stage_def sl__stage_map;       /* map.c */
 
 #endif

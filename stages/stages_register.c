@@ -16,6 +16,7 @@ static const sl_stage_def *const builtin[] = {
     &sl__stage_aggregate,
     &sl__stage_filter,
     &sl__stage_select,
+    &sl__stage_map,
 };
 
 /* The definitions are static data, so they outlive any registry. */
