@@ -17,9 +17,10 @@
  * NaN counts as null, as in pandas. `x == null` / `x != null` test for
  * null and are never null themselves.
  *
- * The expression is parsed once in create() into an array of nodes whose
- * children always come before their parent, so evaluation is one pass over
- * the array. Syntax errors name the column in the expression text. Types
+ * The expression is parsed once in create() by the parser shared with map
+ * (expr_parse.c) into an array of nodes whose children always come before
+ * their parent, so evaluation is one pass over the array. Syntax errors
+ * name the column in the expression text. Types
  * depend on the columns, so they are checked per chunk (cheap: one pass
  * over the nodes) and a mismatch fails the chunk with the operator's
  * column. Evaluation is vectorised over blocks of BLOCK rows with
@@ -33,438 +34,22 @@
 #include <stdlib.h>
 
 #include "agg_internal.h"
+#include "expr_internal.h"
 #include "stages_internal.h"
 
 /* ======================================================================
- * Expression tree
+ * The language (parsed by expr_parse.c, shared with map)
  * ====================================================================== */
 
-typedef enum op {
-  OP_COL, OP_INT, OP_FLOAT, OP_STR, OP_BOOL, OP_NULL, /* leaves */
-  OP_NEG, OP_NOT,                                     /* unary */
-  OP_ADD, OP_SUB, OP_MUL, OP_DIV,
-  OP_LT, OP_LE, OP_GT, OP_GE, OP_EQ, OP_NE,
-  OP_AND, OP_OR
-} op;
+/* col("unit price") names a column that is not a bare identifier. */
+static const sl__xfunc filter_funcs[] = {
+    {"col", 1, "a column name in double quotes"},
+};
 
-static const char *const op_text[] = {
-    "", "", "", "", "", "", "-", "!", "+", "-", "*", "/",
-    "<", "<=", ">", ">=", "==", "!=", "&&", "||"};
-
-typedef struct fnode {
-  op op;
-  int a, b;     /* children, -1 when none */
-  unsigned pos; /* 1-based column in the expression text */
-  int64_t i;    /* OP_INT, OP_BOOL */
-  double f;     /* OP_FLOAT */
-  char *s;      /* OP_STR bytes; OP_COL column name (NUL-terminated) */
-  size_t slen;
-} fnode;
-
-typedef struct fexpr {
-  fnode *n;
-  size_t count, cap;
-} fexpr;
-
-static void fexpr_free(fexpr *e) {
-  if (!e) return;
-  for (size_t i = 0; i < e->count; i++) free(e->n[i].s);
-  free(e->n);
-  free(e);
-}
-
-/* ======================================================================
- * Lexer and parser
- * ====================================================================== */
-
-typedef enum tok { T_END, T_NUM, T_STR, T_NAME, T_OP } tok;
-
-#define MAX_DEPTH 64
-
-typedef struct parser {
-  const char *text;
-  size_t pos;        /* scan position */
-  tok t;             /* current token */
-  size_t start, len; /* its span in text */
-  char *err;         /* first error, malloc'd */
-  bool oom;
-  unsigned depth;
-  fexpr *e;
-} parser;
-
-static void perr(parser *ps, const char *fmt, ...) SL_PRINTF(2, 3);
-static void perr(parser *ps, const char *fmt, ...) {
-  if (ps->err || ps->oom) return;
-  char buf[256];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(buf, sizeof buf, fmt, ap);
-  va_end(ap);
-  size_t n = strlen(buf) + 1;
-  if (!(ps->err = malloc(n))) ps->oom = true;
-  else memcpy(ps->err, buf, n);
-}
-
-static bool failed(const parser *ps) { return ps->err || ps->oom; }
-/* Columns in messages count from 1. */
-static unsigned col_of(size_t at) { return (unsigned)at + 1; }
-
-static bool name_start(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
-}
-static bool name_char(char c) {
-  return name_start(c) || (c >= '0' && c <= '9') || c == '.';
-}
-static bool digit(char c) { return c >= '0' && c <= '9'; }
-
-/* Scans a number token; letters glued to it make it one bad token. */
-static size_t scan_number(const char *s) {
-  size_t i = 0;
-  while (digit(s[i])) i++;
-  if (s[i] == '.') for (i++; digit(s[i]); i++) {}
-  if ((s[i] == 'e' || s[i] == 'E') &&
-      (digit(s[i + 1]) || ((s[i + 1] == '+' || s[i + 1] == '-') && digit(s[i + 2])))) {
-    i += 2;
-    while (digit(s[i])) i++;
-  }
-  while (name_char(s[i])) i++;
-  return i;
-}
-
-/* Scans a string literal from the opening quote; 0 when unterminated. */
-static size_t scan_string(const char *s) {
-  size_t i = 1;
-  for (; s[i] && s[i] != '"'; i++)
-    if (s[i] == '\\' && s[i + 1]) i++;
-  return s[i] == '"' ? i + 1 : 0;
-}
-
-static const char *const two_char_ops[] = {"<=", ">=", "==", "!=", "&&", "||"};
-
-/* Moves to the next token. */
-static void next(parser *ps) {
-  const char *s = ps->text;
-  size_t i = ps->pos;
-  while (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r') i++;
-  ps->start = i;
-  char c = s[i];
-  size_t len = 1;
-  if (!c) {
-    ps->t = T_END;
-    len = 0;
-  } else if (digit(c) || (c == '.' && digit(s[i + 1]))) {
-    ps->t = T_NUM;
-    len = scan_number(s + i);
-  } else if (c == '"') {
-    ps->t = T_STR;
-    if (!(len = scan_string(s + i))) {
-      perr(ps, "expr: unterminated string at column %u", col_of(i));
-      len = strlen(s + i);
-    }
-  } else if (name_start(c)) {
-    ps->t = T_NAME;
-    while (name_char(s[i + len])) len++;
-  } else {
-    ps->t = T_OP;
-    for (size_t k = 0; k < sizeof two_char_ops / sizeof two_char_ops[0]; k++)
-      if (c == two_char_ops[k][0] && s[i + 1] == two_char_ops[k][1]) len = 2;
-  }
-  ps->len = len;
-  ps->pos = i + len;
-}
-
-static bool is_op(const parser *ps, const char *o) {
-  return ps->t == T_OP && ps->len == strlen(o) &&
-         strncmp(ps->text + ps->start, o, ps->len) == 0;
-}
-
-/* Reports the current token as unexpected, with a hint for common slips. */
-static void unexpected(parser *ps, const char *hint) {
-  unsigned at = col_of(ps->start);
-  const char *tx = ps->text + ps->start;
-  int n = (int)(ps->len > 40 ? 40 : ps->len);
-  if (!hint && is_op(ps, "=")) hint = " (use == to compare)";
-  if (!hint && is_op(ps, "&")) hint = " (use && for 'and')";
-  if (!hint && is_op(ps, "|")) hint = " (use || for 'or')";
-  if (!hint) hint = "";
-  switch (ps->t) {
-  case T_END: perr(ps, "expr: unexpected end of expression at column %u%s", at, hint); break;
-  case T_NUM: perr(ps, "expr: unexpected number %.*s at column %u%s", n, tx, at, hint); break;
-  case T_STR: perr(ps, "expr: unexpected string %.*s at column %u%s", n, tx, at, hint); break;
-  case T_NAME: perr(ps, "expr: unexpected name \"%.*s\" at column %u%s", n, tx, at, hint); break;
-  case T_OP: perr(ps, "expr: unexpected '%.*s' at column %u%s", n, tx, at, hint); break;
-  }
-}
-
-/* Appends a node. @return its index, or -1 when out of memory. */
-static int add_node(parser *ps, fnode nd) {
-  fexpr *e = ps->e;
-  if (e->count == e->cap) {
-    size_t cap = e->cap ? 2 * e->cap : 16;
-    fnode *v = realloc(e->n, cap * sizeof *v);
-    if (!v) {
-      free(nd.s);
-      ps->oom = true;
-      return -1;
-    }
-    e->n = v;
-    e->cap = cap;
-  }
-  e->n[e->count] = nd;
-  return (int)e->count++;
-}
-
-static int node2(parser *ps, op o, int a, int b, size_t at) {
-  if (a < 0 || b < 0) return -1;
-  return add_node(ps, (fnode){o, a, b, col_of(at), 0, 0, NULL, 0});
-}
-
-/* Decodes a string literal's escapes. @return bytes (malloc'd) or NULL. */
-static char *unescape(parser *ps, size_t start, size_t len, size_t *out_len) {
-  const char *s = ps->text + start + 1;
-  size_t n = len - 2, k = 0;
-  char *d = malloc(n + 1);
-  if (!d) {
-    ps->oom = true;
-    return NULL;
-  }
-  for (size_t i = 0; i < n; i++) {
-    if (s[i] != '\\') {
-      d[k++] = s[i];
-      continue;
-    }
-    char c = s[++i];
-    const char *from = "\"\\ntr", *to = "\"\\\n\t\r";
-    const char *f = strchr(from, c);
-    if (!f || !c) {
-      perr(ps, "expr: unknown escape \\%c at column %u", c ? c : ' ',
-           col_of(start + i));
-      free(d);
-      return NULL;
-    }
-    d[k++] = to[f - from];
-  }
-  d[k] = '\0';
-  *out_len = k;
-  return d;
-}
-
-static int parse_expr(parser *ps);
-
-/* A number literal: int64 unless it has a '.' or an exponent. */
-static int parse_number(parser *ps) {
-  char buf[64];
-  size_t at = ps->start, len = ps->len;
-  if (len >= sizeof buf) len = sizeof buf - 1;
-  memcpy(buf, ps->text + at, len);
-  buf[len] = '\0';
-  char *end;
-  errno = 0;
-  fnode nd = {OP_INT, -1, -1, col_of(at), 0, 0, NULL, 0};
-  if (strpbrk(buf, ".eE")) {
-    nd.op = OP_FLOAT;
-    nd.f = strtod(buf, &end);
-  } else {
-    nd.i = strtoll(buf, &end, 10);
-  }
-  if (*end || len != ps->len) {
-    perr(ps, "expr: bad number \"%s\" at column %u", buf, col_of(at));
-    return -1;
-  }
-  if (errno == ERANGE) {
-    perr(ps, "expr: number %s out of range at column %u", buf, col_of(at));
-    return -1;
-  }
-  next(ps);
-  return add_node(ps, nd);
-}
-
-/* col("name"): the current token is the name "col". */
-static int parse_col_call(parser *ps) {
-  size_t at = ps->start;
-  next(ps); /* ( */
-  next(ps);
-  if (ps->t != T_STR) {
-    perr(ps, "expr: col() needs a column name in double quotes at column %u",
-         col_of(ps->start));
-    return -1;
-  }
-  size_t slen = 0;
-  char *name = unescape(ps, ps->start, ps->len, &slen);
-  if (!name) return -1;
-  next(ps);
-  if (!is_op(ps, ")")) {
-    free(name);
-    unexpected(ps, NULL);
-    return -1;
-  }
-  next(ps);
-  return add_node(ps, (fnode){OP_COL, -1, -1, col_of(at), 0, 0, name, slen});
-}
-
-/* A name: true, false, null, col("..."), or a column. */
-static int parse_name(parser *ps) {
-  const char *s = ps->text + ps->start;
-  size_t len = ps->len, at = ps->start;
-  fnode nd = {OP_BOOL, -1, -1, col_of(at), 0, 0, NULL, 0};
-  if (len == 4 && !strncmp(s, "true", 4)) nd.i = 1;
-  else if (len == 5 && !strncmp(s, "false", 5)) nd.i = 0;
-  else if (len == 4 && !strncmp(s, "null", 4)) nd.op = OP_NULL;
-  else nd.op = OP_COL;
-  size_t after = ps->pos;
-  while (ps->text[after] == ' ' || ps->text[after] == '\t') after++;
-  if (nd.op == OP_COL && ps->text[after] == '(') {
-    if (len == 3 && !strncmp(s, "col", 3)) return parse_col_call(ps);
-    perr(ps, "expr: unknown function \"%.*s\" at column %u (only col(\"name\"))",
-         (int)(len > 40 ? 40 : len), s, col_of(at));
-    return -1;
-  }
-  if (nd.op == OP_COL) {
-    if (!(nd.s = malloc(len + 1))) {
-      ps->oom = true;
-      return -1;
-    }
-    memcpy(nd.s, s, len);
-    nd.s[len] = '\0';
-    nd.slen = len;
-  }
-  next(ps);
-  return add_node(ps, nd);
-}
-
-static int parse_primary(parser *ps) {
-  if (ps->t == T_NUM) return parse_number(ps);
-  if (ps->t == T_NAME) return parse_name(ps);
-  if (ps->t == T_STR) {
-    size_t at = ps->start, slen = 0;
-    char *s = unescape(ps, ps->start, ps->len, &slen);
-    if (!s) return -1;
-    next(ps);
-    return add_node(ps, (fnode){OP_STR, -1, -1, col_of(at), 0, 0, s, slen});
-  }
-  if (is_op(ps, "(")) {
-    size_t open = ps->start;
-    next(ps);
-    int r = parse_expr(ps);
-    if (r < 0) return -1;
-    if (!is_op(ps, ")")) {
-      unsigned at = col_of(ps->start), o = col_of(open);
-      if (ps->t == T_END)
-        perr(ps, "expr: missing ')' at column %u (for '(' at column %u)", at, o);
-      else
-        unexpected(ps, NULL);
-      return -1;
-    }
-    next(ps);
-    return r;
-  }
-  unexpected(ps, NULL);
-  return -1;
-}
-
-static int parse_unary(parser *ps) {
-  if (!is_op(ps, "!") && !is_op(ps, "-")) return parse_primary(ps);
-  op o = is_op(ps, "!") ? OP_NOT : OP_NEG;
-  size_t at = ps->start;
-  if (++ps->depth > MAX_DEPTH) {
-    perr(ps, "expr: nested too deeply at column %u", col_of(at));
-    return -1;
-  }
-  next(ps);
-  int a = parse_unary(ps);
-  ps->depth--;
-  if (a < 0) return -1;
-  return add_node(ps, (fnode){o, a, -1, col_of(at), 0, 0, NULL, 0});
-}
-
-/* One left-associative level: operands from `sub`, operators in `ops`. */
-static int parse_level(parser *ps, int (*sub)(parser *), const char *const *ops,
-                       const op *codes, size_t nops) {
-  int l = sub(ps);
-  while (l >= 0) {
-    size_t k = 0;
-    while (k < nops && !is_op(ps, ops[k])) k++;
-    if (k == nops) break;
-    size_t at = ps->start;
-    next(ps);
-    l = node2(ps, codes[k], l, sub(ps), at);
-  }
-  return l;
-}
-
-static int parse_mul(parser *ps) {
-  static const char *const ops[] = {"*", "/"};
-  static const op codes[] = {OP_MUL, OP_DIV};
-  return parse_level(ps, parse_unary, ops, codes, 2);
-}
-
-static int parse_add(parser *ps) {
-  static const char *const ops[] = {"+", "-"};
-  static const op codes[] = {OP_ADD, OP_SUB};
-  return parse_level(ps, parse_mul, ops, codes, 2);
-}
-
-static const char *const cmp_ops[] = {"<", "<=", ">", ">=", "==", "!="};
-static const op cmp_codes[] = {OP_LT, OP_LE, OP_GT, OP_GE, OP_EQ, OP_NE};
-
-static int cmp_index(const parser *ps) {
-  for (int k = 0; k < 6; k++)
-    if (is_op(ps, cmp_ops[k])) return k;
-  return -1;
-}
-
-/* A comparison does not chain: `a < b < c` is an error. */
-static int parse_cmp(parser *ps) {
-  int l = parse_add(ps);
-  int k = cmp_index(ps);
-  if (l < 0 || k < 0) return l;
-  size_t at = ps->start;
-  next(ps);
-  int r = node2(ps, cmp_codes[k], l, parse_add(ps), at);
-  if (r >= 0 && cmp_index(ps) >= 0) {
-    unexpected(ps, " (comparisons do not chain; use &&)");
-    return -1;
-  }
-  return r;
-}
-
-static int parse_and(parser *ps) {
-  static const char *const ops[] = {"&&"};
-  static const op codes[] = {OP_AND};
-  return parse_level(ps, parse_cmp, ops, codes, 1);
-}
-
-static int parse_expr(parser *ps) {
-  static const char *const ops[] = {"||"};
-  static const op codes[] = {OP_OR};
-  if (++ps->depth > MAX_DEPTH) {
-    perr(ps, "expr: nested too deeply at column %u", col_of(ps->start));
-    return -1;
-  }
-  int r = parse_level(ps, parse_and, ops, codes, 1);
-  ps->depth--;
-  return r;
-}
-
-/* Parses `text`. @return 0 with *out, SL_EPARSE with *err, or SL_ENOMEM. */
-static int fexpr_parse(const char *text, fexpr **out, char **err) {
-  *out = NULL;
-  *err = NULL;
-  parser ps = {.text = text};
-  if (!(ps.e = calloc(1, sizeof *ps.e))) return SL_ENOMEM;
-  next(&ps);
-  if (ps.t == T_END && !failed(&ps)) perr(&ps, "expr: empty expression");
-  int root = failed(&ps) ? -1 : parse_expr(&ps);
-  if (root >= 0 && ps.t != T_END) unexpected(&ps, NULL);
-  if (failed(&ps)) {
-    fexpr_free(ps.e);
-    if (ps.oom && !ps.err) return SL_ENOMEM;
-    *err = ps.err;
-    return SL_EPARSE;
-  }
-  *out = ps.e; /* the root is the last node */
-  return 0;
-}
+static const sl__xlang filter_lang = {
+    .strings = true, .null_lit = true, .int_lits = true, .mod_pow = false,
+    .dotted_names = true, .funcs = filter_funcs, .nfuncs = 1,
+    .func_hint = "only col(\"name\")"};
 
 /* ======================================================================
  * Types (per chunk)
@@ -495,7 +80,7 @@ typedef struct vec {
 
 typedef struct flocal {
   vt *type;     /* per node */
-  sl__col *col; /* per node: bound column (OP_COL) */
+  sl__col *col; /* per node: bound column (SL__X_NAME) */
   vec *v;       /* per node */
   unsigned char *mem;
   double *tmp[2];
@@ -503,26 +88,26 @@ typedef struct flocal {
   uint64_t idxcap;
 } flocal;
 
-static int type_error2(sl_worker *w, const fnode *n, vt a, vt b) {
-  if (n->op >= OP_LT && n->op <= OP_NE)
+static int type_error2(sl_worker *w, const sl__xnode *n, vt a, vt b) {
+  if (n->op >= SL__X_LT && n->op <= SL__X_NE)
     return sl_worker_errorf(w, "expr: cannot compare %s with %s at column %u",
                             vt_name[a], vt_name[b], n->pos);
   return sl_worker_errorf(w, "expr: cannot apply '%s' to %s and %s at column %u",
-                          op_text[n->op], vt_name[a], vt_name[b], n->pos);
+                          sl__expr_op_text(n->op), vt_name[a], vt_name[b], n->pos);
 }
 
 /* The type of a binary node from its children's, or an error. */
-static int type_binary(sl_worker *w, const fnode *n, vt a, vt b, vt *out) {
-  bool eq = n->op == OP_EQ || n->op == OP_NE;
-  if (n->op == OP_AND || n->op == OP_OR) {
+static int type_binary(sl_worker *w, const sl__xnode *n, vt a, vt b, vt *out) {
+  bool eq = n->op == SL__X_EQ || n->op == SL__X_NE;
+  if (n->op == SL__X_AND || n->op == SL__X_OR) {
     if (a != V_BOOL || b != V_BOOL) return type_error2(w, n, a, b);
-  } else if (n->op >= OP_LT) {
+  } else if (n->op >= SL__X_LT) {
     bool ok = (numeric(a) && numeric(b)) || (a == V_STR && b == V_STR) ||
               (eq && ((a == V_BOOL && b == V_BOOL) || a == V_NULL || b == V_NULL));
     if (!ok) return type_error2(w, n, a, b);
   } else {
     if (!numeric(a) || !numeric(b)) return type_error2(w, n, a, b);
-    *out = (n->op != OP_DIV && a == V_INT && b == V_INT) ? V_INT : V_FLOAT;
+    *out = (n->op != SL__X_DIV && a == V_INT && b == V_INT) ? V_INT : V_FLOAT;
     return 0;
   }
   *out = V_BOOL;
@@ -530,13 +115,13 @@ static int type_binary(sl_worker *w, const fnode *n, vt a, vt b, vt *out) {
 }
 
 /* Binds the columns of the chunk and types every node (children first). */
-static int type_nodes(sl_worker *w, const fexpr *e, flocal *l, const sl_payload *p) {
+static int type_nodes(sl_worker *w, const sl__expr *e, flocal *l, const sl_payload *p) {
   for (size_t k = 0; k < e->count; k++) {
-    const fnode *n = &e->n[k];
+    const sl__xnode *n = &e->n[k];
     vt a = n->a >= 0 ? l->type[n->a] : V_NULL, b = n->b >= 0 ? l->type[n->b] : V_NULL;
     int rc = 0;
     switch (n->op) {
-    case OP_COL: {
+    case SL__X_NAME: {
       int c = sl__table_find(&p->u.table, n->s);
       if (c < 0) return sl__table_no_column(w, "expr: ", &p->u.table, n->s);
       rc = sl__table_bind(p, &p->u.table.cols[c], &l->col[k]);
@@ -550,16 +135,16 @@ static int type_nodes(sl_worker *w, const fexpr *e, flocal *l, const sl_payload 
                  : t == SL_DT_F64 ? V_FLOAT : V_STR;
       break;
     }
-    case OP_INT: l->type[k] = V_INT; break;
-    case OP_FLOAT: l->type[k] = V_FLOAT; break;
-    case OP_STR: l->type[k] = V_STR; break;
-    case OP_BOOL: l->type[k] = V_BOOL; break;
-    case OP_NULL: l->type[k] = V_NULL; break;
-    case OP_NEG:
-    case OP_NOT:
-      if (n->op == OP_NEG ? !numeric(a) : a != V_BOOL)
+    case SL__X_INT: l->type[k] = V_INT; break;
+    case SL__X_NUM: l->type[k] = V_FLOAT; break;
+    case SL__X_STR: l->type[k] = V_STR; break;
+    case SL__X_BOOL: l->type[k] = V_BOOL; break;
+    case SL__X_NULL: l->type[k] = V_NULL; break;
+    case SL__X_NEG:
+    case SL__X_NOT:
+      if (n->op == SL__X_NEG ? !numeric(a) : a != V_BOOL)
         return sl_worker_errorf(w, "expr: cannot apply '%s' to %s at column %u",
-                                op_text[n->op], vt_name[a], n->pos);
+                                sl__expr_op_text(n->op), vt_name[a], n->pos);
       l->type[k] = a;
       break;
     default: rc = type_binary(w, n, a, b, &l->type[k]); break;
@@ -587,13 +172,13 @@ static int cmp_i_f(int64_t i, double f) {
   return frac > 0 ? -1 : frac < 0;
 }
 
-static bool cmp_result(op o, int c) {
+static bool cmp_result(sl__xop o, int c) {
   switch (o) {
-  case OP_LT: return c < 0;
-  case OP_LE: return c <= 0;
-  case OP_GT: return c > 0;
-  case OP_GE: return c >= 0;
-  case OP_EQ: return c == 0;
+  case SL__X_LT: return c < 0;
+  case SL__X_LE: return c <= 0;
+  case SL__X_GT: return c > 0;
+  case SL__X_GE: return c >= 0;
+  case SL__X_EQ: return c == 0;
   default: return c != 0;
   }
 }
@@ -622,21 +207,21 @@ static const double *as_f(const flocal *l, int k, double *tmp, size_t m) {
   return tmp;
 }
 
-static void eval_arith(const fnode *n, flocal *l, vec *v, size_t m, vt t) {
+static void eval_arith(const sl__xnode *n, flocal *l, vec *v, size_t m, vt t) {
   const vec *a = &l->v[n->a], *b = &l->v[n->b];
   for (size_t j = 0; j < m; j++) v->nul[j] = a->nul[j] | b->nul[j];
   if (t == V_INT) {
     for (size_t j = 0; j < m; j++) {
       uint64_t x = (uint64_t)a->u.i[j], y = (uint64_t)b->u.i[j];
-      uint64_t r = n->op == OP_ADD ? x + y : n->op == OP_SUB ? x - y : x * y;
+      uint64_t r = n->op == SL__X_ADD ? x + y : n->op == SL__X_SUB ? x - y : x * y;
       v->u.i[j] = (int64_t)r;
     }
     return;
   }
   const double *x = as_f(l, n->a, l->tmp[0], m), *y = as_f(l, n->b, l->tmp[1], m);
   for (size_t j = 0; j < m; j++) {
-    double r = n->op == OP_ADD ? x[j] + y[j] : n->op == OP_SUB ? x[j] - y[j]
-             : n->op == OP_MUL ? x[j] * y[j] : x[j] / y[j];
+    double r = n->op == SL__X_ADD ? x[j] + y[j] : n->op == SL__X_SUB ? x[j] - y[j]
+             : n->op == SL__X_MUL ? x[j] * y[j] : x[j] / y[j];
     v->u.f[j] = r;
     v->nul[j] |= isnan(r);
   }
@@ -648,7 +233,7 @@ static int cmp_str(sref a, sref b) {
   return a.n < b.n ? -1 : a.n > b.n;
 }
 
-static void eval_cmp(const fnode *n, flocal *l, vec *v, size_t m) {
+static void eval_cmp(const sl__xnode *n, flocal *l, vec *v, size_t m) {
   const vec *a = &l->v[n->a], *b = &l->v[n->b];
   vt ta = l->type[n->a], tb = l->type[n->b];
   if (ta == V_NULL || tb == V_NULL) { /* null test: never null itself */
@@ -656,7 +241,7 @@ static void eval_cmp(const fnode *n, flocal *l, vec *v, size_t m) {
     bool both = ta == V_NULL && tb == V_NULL;
     for (size_t j = 0; j < m; j++) {
       bool isnull = both || x->nul[j];
-      v->u.b[j] = n->op == OP_EQ ? isnull : !isnull;
+      v->u.b[j] = n->op == SL__X_EQ ? isnull : !isnull;
       v->nul[j] = 0;
     }
     return;
@@ -675,9 +260,9 @@ static void eval_cmp(const fnode *n, flocal *l, vec *v, size_t m) {
 }
 
 /* Kleene logic: a known false decides &&, a known true decides ||. */
-static void eval_logic(const fnode *n, flocal *l, vec *v, size_t m) {
+static void eval_logic(const sl__xnode *n, flocal *l, vec *v, size_t m) {
   const vec *a = &l->v[n->a], *b = &l->v[n->b];
-  uint8_t decide = n->op == OP_OR;
+  uint8_t decide = n->op == SL__X_OR;
   for (size_t j = 0; j < m; j++) {
     bool da = !a->nul[j] && a->u.b[j] == decide, db = !b->nul[j] && b->u.b[j] == decide;
     if (da || db) {
@@ -691,47 +276,47 @@ static void eval_logic(const fnode *n, flocal *l, vec *v, size_t m) {
 }
 
 /* Evaluates every non-literal node over rows [r0, r0 + m). */
-static void eval_block(const fexpr *e, flocal *l, uint64_t r0, size_t m) {
+static void eval_block(const sl__expr *e, flocal *l, uint64_t r0, size_t m) {
   for (size_t k = 0; k < e->count; k++) {
-    const fnode *n = &e->n[k];
+    const sl__xnode *n = &e->n[k];
     vec *v = &l->v[k];
     switch (n->op) {
-    case OP_COL: eval_col(&l->col[k], l->type[k], v, r0, m); break;
-    case OP_INT: case OP_FLOAT: case OP_STR: case OP_BOOL: case OP_NULL: break;
-    case OP_NEG:
+    case SL__X_NAME: eval_col(&l->col[k], l->type[k], v, r0, m); break;
+    case SL__X_INT: case SL__X_NUM: case SL__X_STR: case SL__X_BOOL: case SL__X_NULL: break;
+    case SL__X_NEG:
       for (size_t j = 0; j < m; j++) {
         v->nul[j] = l->v[n->a].nul[j];
         if (l->type[k] == V_INT) v->u.i[j] = (int64_t)(0 - (uint64_t)l->v[n->a].u.i[j]);
         else v->u.f[j] = -l->v[n->a].u.f[j];
       }
       break;
-    case OP_NOT:
+    case SL__X_NOT:
       for (size_t j = 0; j < m; j++) {
         v->nul[j] = l->v[n->a].nul[j];
         v->u.b[j] = !l->v[n->a].u.b[j];
       }
       break;
-    case OP_ADD: case OP_SUB: case OP_MUL: case OP_DIV:
+    case SL__X_ADD: case SL__X_SUB: case SL__X_MUL: case SL__X_DIV:
       eval_arith(n, l, v, m, l->type[k]);
       break;
-    case OP_AND: case OP_OR: eval_logic(n, l, v, m); break;
+    case SL__X_AND: case SL__X_OR: eval_logic(n, l, v, m); break;
     default: eval_cmp(n, l, v, m); break;
     }
   }
 }
 
 /* Fills the literal nodes' vectors once per chunk. */
-static void fill_literals(const fexpr *e, flocal *l) {
+static void fill_literals(const sl__expr *e, flocal *l) {
   for (size_t k = 0; k < e->count; k++) {
-    const fnode *n = &e->n[k];
+    const sl__xnode *n = &e->n[k];
     vec *v = &l->v[k];
-    if (n->op < OP_INT || n->op > OP_NULL) continue;
-    memset(v->nul, n->op == OP_NULL, BLOCK);
+    if (n->op < SL__X_INT || n->op > SL__X_NULL) continue;
+    memset(v->nul, n->op == SL__X_NULL, BLOCK);
     for (size_t j = 0; j < BLOCK; j++) {
-      if (n->op == OP_INT) v->u.i[j] = n->i;
-      else if (n->op == OP_FLOAT) v->u.f[j] = n->f;
-      else if (n->op == OP_BOOL) v->u.b[j] = (uint8_t)n->i;
-      else if (n->op == OP_STR) v->u.s[j] = (sref){n->s, n->slen};
+      if (n->op == SL__X_INT) v->u.i[j] = n->i;
+      else if (n->op == SL__X_NUM) v->u.f[j] = n->f;
+      else if (n->op == SL__X_BOOL) v->u.b[j] = (uint8_t)n->i;
+      else if (n->op == SL__X_STR) v->u.s[j] = (sref){n->s, n->slen};
     }
   }
 }
@@ -874,9 +459,9 @@ typedef struct filter_params {
 
 static int filter_create(sl_stage *st, void **state) {
   const filter_params *p = sl_stage_params(st);
-  fexpr *e;
+  sl__expr *e;
   char *err;
-  int rc = fexpr_parse(p->expr, &e, &err);
+  int rc = sl__expr_parse(p->expr, &filter_lang, &e, &err);
   if (rc == SL_EPARSE) {
     rc = sl_stage_errorf(st, "%s", err);
     free(err);
@@ -886,7 +471,7 @@ static int filter_create(sl_stage *st, void **state) {
   return 0;
 }
 
-static void filter_destroy(void *state) { fexpr_free(state); }
+static void filter_destroy(void *state) { sl__expr_free(state); }
 
 static void flocal_free(flocal *l) {
   if (!l) return;
@@ -902,7 +487,7 @@ static void flocal_free(flocal *l) {
 
 /* Per worker: types, bound columns and one BLOCK-row vector per node. */
 static int filter_open(sl_worker *w, void **local) {
-  const fexpr *e = sl_worker_shared(w);
+  const sl__expr *e = sl_worker_shared(w);
   flocal *l = calloc(1, sizeof *l);
   if (!l) return SL_ENOMEM;
   size_t per = BLOCK * sizeof(sref) + BLOCK;
@@ -928,7 +513,7 @@ static int filter_open(sl_worker *w, void **local) {
 static void filter_close(sl_worker *w) { flocal_free(sl_worker_local(w)); }
 
 /* Evaluates the expression on every row; fills l->idx with the kept ones. */
-static int select_rows(flocal *l, const fexpr *e, uint64_t n, uint64_t *nsel) {
+static int select_rows(flocal *l, const sl__expr *e, uint64_t n, uint64_t *nsel) {
   if (n > l->idxcap) {
     free(l->idx);
     l->idxcap = 0;
@@ -948,7 +533,7 @@ static int select_rows(flocal *l, const fexpr *e, uint64_t n, uint64_t *nsel) {
 }
 
 static int filter_process(sl_worker *w, sl_item *in, sl_item **out) {
-  const fexpr *e = sl_worker_shared(w);
+  const sl__expr *e = sl_worker_shared(w);
   flocal *l = sl_worker_local(w);
   *out = NULL;
   if (in->payload.kind != SL_KIND_TABLE)

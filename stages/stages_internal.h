@@ -18,5 +18,6 @@ extern const sl_stage_def sl__stage_aggregate; /* aggregate.c */
 extern const sl_stage_def sl__stage_filter;    /* filter.c */
 extern const sl_stage_def sl__stage_select;    /* select.c */
 extern const sl_stage_def sl__stage_reduce;    /* reduce.c */
+extern const sl_stage_def sl__stage_map;       /* map.c */
 
 #endif

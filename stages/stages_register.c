@@ -18,6 +18,7 @@ static const sl_stage_def *const builtin[] = {
     &sl__stage_filter,
     &sl__stage_select,
     &sl__stage_reduce,
+    &sl__stage_map,
 };
 
 /* The definitions are static data, so they outlive any registry. */
