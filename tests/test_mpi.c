@@ -224,7 +224,64 @@ TEST(two_passes_share_captured_values) {
   free(d);
 }
 
+/* A float64 .npy of n values (version 1 header), deterministic. */
+static void write_npy(const char *path, size_t n) {
+  FILE *f = fopen(path, "wb");
+  ASSERT(f);
+  char dict[128];
+  int dn = snprintf(dict, sizeof dict, "{'descr': '<f8', 'fortran_order': False, 'shape': (%zu,), }", n);
+  int total = 10 + dn + 1;
+  int pad = (64 - total % 64) % 64;
+  unsigned short hlen = (unsigned short)(dn + pad + 1);
+  fwrite("\x93NUMPY\x01\x00", 1, 8, f);
+  fwrite(&hlen, 2, 1, f); /* little-endian machine */
+  fwrite(dict, 1, (size_t)dn, f);
+  for (int i = 0; i < pad; i++) fputc(' ', f);
+  fputc('\n', f);
+  uint64_t z = 99;
+  for (size_t i = 0; i < n; i++) {
+    z = z * 6364136223846793005ULL + 1442695040888963407ULL;
+    double v = (double)(z >> 11) / 9007199254740992.0 * 200.0 - 100.0;
+    fwrite(&v, 8, 1, f);
+  }
+  fclose(f);
+}
+
+/* reduce: the result file is byte-identical for 1, 2 and 3 ranks. */
+TEST(reduce_identical_for_any_rank_count) {
+  char *d = tf_mkdtemp("sluice-mpi");
+  char p[512];
+  snprintf(p, sizeof p, "%s/x.npy", d);
+  write_npy(p, 300000); /* 2.4 MB in 64 KiB blocks: 37 chunks */
+  snprintf(p, sizeof p, "%s/s.pipe", d);
+  tf_write(p, "npy.read file=${in} block=64KiB\n"
+              "! reduce ops=count,sum,mean,var,std,min,max,argmin,argmax,hist(16,-100,100)\n"
+              "! json.write file=${out}\n");
+  ASSERT_EQ(sluice_np(d, 0, "s.pipe in=x.npy out=r0.json --threads 2"), 0);
+  snprintf(p, sizeof p, "%s/r0.json", d);
+  char *want = tf_slurp(p);
+  ASSERT(want && strstr(want, "\"count\": 300000"));
+  for (int np = 1; np <= 3; np++) {
+    char args[128];
+    snprintf(args, sizeof args, "s.pipe in=x.npy out=r%d.json --threads 1", np);
+    int rc = sluice_np(d, np, args);
+    snprintf(p, sizeof p, "%s/err.txt", d);
+    char *err = tf_slurp(p);
+    if (rc != 0) SL__FAIL("-np %d: exit %d\n%s", np, rc, err ? err : "");
+    free(err);
+    snprintf(p, sizeof p, "%s/r%d.json", d, np);
+    char *got = tf_slurp(p);
+    ASSERT(got);
+    ASSERT_STREQ(got, want);
+    free(got);
+  }
+  free(want);
+  tf_rmtree(d);
+  free(d);
+}
+
 static const sl_test_case cases[] = {
+    SL_CASE(reduce_identical_for_any_rank_count, "e2e,mpi"),
     SL_CASE(two_passes_share_captured_values, "e2e,mpi"),
     SL_CASE(groupby_identical_for_any_rank_count, "e2e,mpi"),
     SL_CASE(failed_item_leaves_no_reduced_output, "e2e,mpi"),
