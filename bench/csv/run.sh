@@ -111,15 +111,8 @@ REPORT=$RESULTS/csv-$(date +%Y%m%d-%H%M%S).md
 
 # ---------------------------------------------------------------- helpers
 
-out() { printf '%s\n' "$*" | tee -a "$REPORT"; }
-note() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-want() { [[ " $ONLY " == *" $1 "* ]]; }
-calc() { awk "BEGIN { printf \"%.6g\", $1 }"; }
-median() { sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
-fmt_bytes() {
-  awk -v x="$1" 'BEGIN { if (x >= 2^30) printf "%.2f GiB", x/2^30;
-    else if (x >= 2^20) printf "%.0f MiB", x/2^20; else printf "%.0f KiB", x/1024 }'
-}
+# out note want calc median fmt_bytes quiet others_share col cpu_s best spread
+. "$HERE/../lib.sh"
 
 # make_csv ROWS [plain]: the cached input of ROWS rows and (unless
 # "plain") its zstd -3 copy.
@@ -180,23 +173,6 @@ takes_part() {
   esac
 }
 
-# cpu_jiffies: "busy total" jiffies of all cores so far (/proc/stat; busy
-# counts steal, time the hypervisor gave to other guests).
-cpu_jiffies() {
-  awk '/^cpu / { b = $2 + $3 + $4 + $7 + $8 + $9; print b, b + $5 + $6 }' /proc/stat
-}
-# quiet: waits (at most QUIET_WAIT seconds) until other work takes less
-# than QUIET of the machine's cores over a 1-second look.
-quiet() {
-  local waited=0 a b
-  while :; do
-    a=$(cpu_jiffies); sleep 1; b=$(cpu_jiffies)
-    if awk -v a="$a" -v b="$b" -v q="$QUIET" 'BEGIN { split(a, x, " "); split(b, y, " ");
-        exit !((y[1] - x[1]) <= q * (y[2] - x[2])) }'; then return 0; fi
-    waited=$((waited + 1))
-    [ "$waited" -ge "$QUIET_WAIT" ] && { note "  machine still busy after ${QUIET_WAIT}s; running anyway"; return 0; }
-  done
-}
 
 # timed TOOL TASK RUN: one run; appends "wall user sys maxrss_kb others" to
 # $TMP/TOOL-TASK.times, where `others` is the share of the machine's cores
@@ -229,11 +205,6 @@ timed() {
   return 0
 }
 
-# col NAME K: median of column K (1 wall, 2 user, 3 sys, 4 maxrss KB, 5 others).
-col() { awk -v k="$2" '{ print $k }' "$TMP/$1.times" | median; }
-cpu_s() { awk '{ print $2 + $3 }' "$TMP/$1.times" | median; }
-best() { awk '{ print $1 }' "$TMP/$1.times" | sort -g | head -1; }
-spread() { awk '{ print $1 }' "$TMP/$1.times" | sort -g | awk '{ a[NR] = $1 } END { printf "%.2f..%.2f", a[1], a[NR] }'; }
 # stat FILES JQ: median over the --stats-json files FILES (a glob) of a figure.
 stat_json() { for f in $1; do jq "$2" "$f"; done | median; }
 

@@ -90,15 +90,8 @@ REPORT=$RESULTS/images-$(date +%Y%m%d-%H%M%S).md
 
 # ---------------------------------------------------------------- helpers
 
-out() { printf '%s\n' "$*" | tee -a "$REPORT"; }
-note() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-want() { [[ " $ONLY " == *" $1 "* ]]; }
-calc() { awk "BEGIN { printf \"%.6g\", $1 }"; }
-median() { sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
-fmt_bytes() {
-  awk -v x="$1" 'BEGIN { if (x >= 2^30) printf "%.2f GiB", x/2^30;
-    else if (x >= 2^20) printf "%.0f MiB", x/2^20; else printf "%.0f KiB", x/1024 }'
-}
+# out note want calc median fmt_bytes quiet others_share col cpu_s best spread
+. "$HERE/../lib.sh"
 
 # ---------------------------------------------------------------- input set
 
@@ -174,23 +167,6 @@ declare -A CMD=(
   [decode+resize]="sluice run resize.pipe in=DIR size=$SIZE --threads $THREADS  # ... ! png.decode ! resize fit=\${size} ! discard"
 )
 
-# cpu_jiffies: "busy total" jiffies of all cores so far (/proc/stat; busy
-# counts steal, time the hypervisor gave to other guests).
-cpu_jiffies() {
-  awk '/^cpu / { b = $2 + $3 + $4 + $7 + $8 + $9; print b, b + $5 + $6 }' /proc/stat
-}
-# quiet: waits (at most QUIET_WAIT seconds) until other work takes less
-# than QUIET of the machine's cores over a 1-second look.
-quiet() {
-  local waited=0 a b
-  while :; do
-    a=$(cpu_jiffies); sleep 1; b=$(cpu_jiffies)
-    if awk -v a="$a" -v b="$b" -v q="$QUIET" 'BEGIN { split(a, x, " "); split(b, y, " ");
-        exit !((y[1] - x[1]) <= q * (y[2] - x[2])) }'; then return 0; fi
-    waited=$((waited + 1))
-    [ "$waited" -ge "$QUIET_WAIT" ] && { note "  machine still busy after ${QUIET_WAIT}s; running anyway"; return 0; }
-  done
-}
 
 # timed NAME RUN: one run of tool NAME into a fresh folder; appends
 # "wall user sys maxrss_kb others" to $TMP/NAME.times, where `others` is the
@@ -222,11 +198,6 @@ timed() {
   rm -rf "$o"
 }
 
-# col NAME K: median of column K (1 wall, 2 user, 3 sys, 4 maxrss KB, 5 others).
-col() { awk -v k="$2" '{ print $k }' "$TMP/$1.times" | median; }
-cpu_s() { awk '{ print $2 + $3 }' "$TMP/$1.times" | median; }
-best() { awk '{ print $1 }' "$TMP/$1.times" | sort -g | head -1; }
-spread() { awk '{ print $1 }' "$TMP/$1.times" | sort -g | awk '{ a[NR] = $1 } END { printf "%.1f..%.1f", a[1], a[NR] }'; }
 # stat NAME JQ: median over runs of a --stats-json figure of sluice runs.
 stat() { for f in "$TMP/$1"-*.json; do jq "$2" "$f"; done | median; }
 
