@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "h5_internal.h"
 #include "io_internal.h"
 #include "sluice_io.h"
 
@@ -18,6 +19,9 @@ static const sl_stage_def *const builtin[] = {
     &sl__stage_csv_parse,
     &sl__stage_csv_write,
     &sl__stage_json_write,
+    &sl__stage_h5_read,
+    &sl__stage_h5_decode,
+    &sl__stage_h5_write,
 };
 
 /* The definitions are static data, so they outlive any registry. */
