@@ -729,6 +729,28 @@ static void cve_child(const char *path) {
   _exit(0);
 }
 
+/* Under AddressSanitizer (uninstrumented libhdf5, instrumented malloc and
+ * memcpy), libhdf5's own out-of-bounds accesses on hostile files become
+ * reports. True when the log holds one whose first frame outside the
+ * sanitizer runtime is in libhdf5: a libhdf5 bug, not ours. */
+static bool asan_in_libhdf5(const char *log) {
+  size_t len;
+  if (!exists(log)) return false;
+  char *text = read_file(log, &len), *at = strstr(text, "ERROR: AddressSanitizer");
+  bool hdf5 = false;
+  for (char *l = at ? strstr(at, "\n    #") : NULL; l; l = strstr(l + 1, "\n    #")) {
+    char *end = strchr(l + 1, '\n');
+    size_t n = end ? (size_t)(end - l) : strlen(l);
+    char line[600];
+    snprintf(line, sizeof line, "%.*s", (int)(n < 599 ? n : 599), l);
+    if (strstr(line, "libsanitizer") || strstr(line, "__interceptor")) continue;
+    hdf5 = strstr(line, "libhdf5") != NULL;
+    break;
+  }
+  free(text);
+  return hdf5;
+}
+
 /* Half `half` (0 or 1) of the files, by name order parity, so that each
  * ctest case stays within a few seconds. */
 static void cve_pocs(int half) {
@@ -748,11 +770,12 @@ static void cve_pocs(int half) {
     if ((int)(hsh & 1) != half) continue;
     char *path = xasprintf("%s/%s", dir, e->d_name);
     fflush(stderr);
+    char *log = xasprintf("/tmp/sl-h5-cve-%d.log", (int)getpid());
     pid_t pid = fork();
     ASSERT(pid >= 0);
     if (pid == 0) {
-      int null = open("/dev/null", O_WRONLY);
-      if (is_known_crash(e->d_name)) dup2(null, 2);
+      int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+      if (fd >= 0) dup2(fd, 2);
       cve_child(path);
     }
     int st;
@@ -760,6 +783,9 @@ static void cve_pocs(int half) {
     files++;
     if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
       /* fine: results or clean errors */
+    } else if (asan_in_libhdf5(log)) {
+      tolerated++;
+      fprintf(stderr, "libhdf5 memory error caught by ASan: %s\n", e->d_name);
     } else if (is_known_crash(e->d_name)) {
       tolerated++;
       fprintf(stderr, "known libhdf5 crash: %s (%s %d)\n", e->d_name,
@@ -772,6 +798,8 @@ static void cve_pocs(int half) {
       append(&unexpected, line);
       free(line);
     }
+    unlink(log);
+    free(log);
     free(path);
   }
   closedir(d);
