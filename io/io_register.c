@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "h5_internal.h"
 #include "io_internal.h"
 #include "sluice_io.h"
 
@@ -21,6 +22,9 @@ static const sl_stage_def *const builtin[] = {
     &sl__stage_npy_read,
     &sl__stage_npy_write,
     &sl__stage_raw_read,
+    &sl__stage_h5_read,
+    &sl__stage_h5_decode,
+    &sl__stage_h5_write,
 };
 
 /* The definitions are static data, so they outlive any registry. */

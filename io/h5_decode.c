@@ -1,0 +1,396 @@
+/*
+ * h5_decode.c -- `h5.decode`, the CPU half of h5.read: turns its chunk
+ * items (h5_internal.h) into ARRAY items, on all cores.
+ *
+ * RAW chunks go backwards through their filter pipeline -- fletcher32
+ * (checked, as HDF5 does, against the checksum and its pre-1.6.3 byte-swapped
+ * variant), deflate (zlib streams, with libdeflate), shuffle -- skipping the
+ * filters the chunk's mask says were not applied. The decoded chunk must be
+ * exactly chunk-shape x element-size bytes; it is then clipped to the
+ * dataset's extent (edge chunks), byte-swapped and converted in one pass
+ * into the output block. FILL items are expanded, PLAIN items passed on
+ * (converted when dtype= asks). Whenever the bytes can be used as they are
+ * (a full chunk, unfiltered, native order and type) the output is a view of
+ * the input block: no copy.
+ *
+ * The input is checked before use (it is BYTES, which anything could
+ * produce): magic, mode, rank, dtypes, shapes within extents, sizes.
+ * Per-worker scratch buffers; no shared state, so no locks.
+ */
+#include <inttypes.h>
+#include <libdeflate.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "h5_internal.h"
+#include "io_internal.h"
+
+typedef struct dec_local {
+  sl_worker *w;
+  char prefix[700]; /* "FILE: dataset NAME: chunk [origin]: " for messages */
+  struct libdeflate_decompressor *z;
+  unsigned char *buf[2];
+  size_t cap[2];
+} dec_local;
+
+#define MAX_BYTES (UINT64_C(1) << 33)
+
+/* A failure of the current item, prefixed with its file and dataset. */
+static int derr(dec_local *L, const char *fmt, ...) SL_PRINTF(2, 3);
+static int derr(dec_local *L, const char *fmt, ...) {
+  char msg[600];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  return sl_worker_errorf(L->w, "%s%s", L->prefix, msg);
+}
+
+/* ---------------------------------------------------------------------- */
+/* checks                                                                  */
+
+static bool dtype_ok(sl_dtype t) { return t >= SL_DT_I8 && t <= SL_DT_F64; }
+
+/* @return NULL when the header is usable, else why not. */
+static const char *header_problem(const sl_payload *pl, const sl__h5_chunk *h,
+                                  uint64_t *elems) {
+  if (pl->size < SL__H5_HDR_SIZE || h->magic != SL__H5_MAGIC)
+    return "not an h5.read chunk (h5.decode must follow h5.read)";
+  if (h->data_size != pl->size - SL__H5_HDR_SIZE) return "chunk size mismatch";
+  if (h->mode < SL__H5_RAW || h->mode > SL__H5_ERROR) return "unknown chunk mode";
+  if (h->mode == SL__H5_ERROR) return NULL;
+  const sl_array_desc *a = &h->array;
+  if (a->ndim > SL_MAX_DIMS || h->nfilters > SL__H5_MAX_FILTERS) return "bad rank";
+  if (!dtype_ok(h->src) || !dtype_ok(h->out) || a->dtype != h->out) return "bad dtype";
+  uint64_t n = 1, c = 1;
+  for (uint32_t d = 0; d < a->ndim; d++) {
+    if (a->origin[d] > a->whole[d] || a->shape[d] > a->whole[d] - a->origin[d])
+      return "chunk outside the dataset";
+    if (h->mode == SL__H5_RAW &&
+        (h->chunk[d] == 0 || a->shape[d] > h->chunk[d] || h->chunk[d] > MAX_BYTES))
+      return "bad chunk shape";
+    if (a->shape[d] > MAX_BYTES || (n && a->shape[d] && n > MAX_BYTES / a->shape[d]))
+      return "chunk too large";
+    n *= a->shape[d];
+    if (h->mode == SL__H5_RAW) {
+      if (c > MAX_BYTES / h->chunk[d]) return "chunk too large";
+      c *= h->chunk[d];
+    }
+  }
+  if (n * sl_dtype_size(h->out) > MAX_BYTES || c * sl_dtype_size(h->src) > MAX_BYTES)
+    return "chunk too large";
+  if (h->mode == SL__H5_FILL && h->data_size != sl_dtype_size(h->src))
+    return "bad fill value";
+  if (h->mode == SL__H5_PLAIN && h->data_size != n * sl_dtype_size(h->src))
+    return "chunk size mismatch";
+  *elems = n;
+  return NULL;
+}
+
+/* ---------------------------------------------------------------------- */
+/* filters                                                                 */
+
+static int grow(dec_local *L, int i, size_t need) {
+  if (L->cap[i] >= need) return 0;
+  unsigned char *b = realloc(L->buf[i], need ? need : 1);
+  if (!b) return SL_ENOMEM;
+  L->buf[i] = b;
+  L->cap[i] = need;
+  return 0;
+}
+
+/* HDF5's Fletcher-32 (H5_checksum_fletcher32): 16-bit big-endian words. */
+static uint32_t fletcher32(const unsigned char *p, size_t len) {
+  uint32_t s1 = 0, s2 = 0;
+  size_t words = len / 2;
+  while (words) {
+    size_t t = words > 360 ? 360 : words;
+    words -= t;
+    do {
+      s1 += (uint32_t)((p[0] << 8) | p[1]);
+      p += 2;
+      s2 += s1;
+    } while (--t);
+    s1 = (s1 & 0xffff) + (s1 >> 16);
+    s2 = (s2 & 0xffff) + (s2 >> 16);
+  }
+  if (len % 2) {
+    s1 += (uint32_t)(p[0] << 8);
+    s2 += s1;
+    s1 = (s1 & 0xffff) + (s1 >> 16);
+    s2 = (s2 & 0xffff) + (s2 >> 16);
+  }
+  s1 = (s1 & 0xffff) + (s1 >> 16);
+  s2 = (s2 & 0xffff) + (s2 >> 16);
+  return (s2 << 16) | s1;
+}
+
+static bool fletcher_ok(const unsigned char *p, size_t n) {
+  uint32_t stored = (uint32_t)p[n] | (uint32_t)p[n + 1] << 8 |
+                    (uint32_t)p[n + 2] << 16 | (uint32_t)p[n + 3] << 24;
+  uint32_t f = fletcher32(p, n);
+  /* Files from HDF5 < 1.6.3 stored the two 16-bit halves' bytes swapped. */
+  uint32_t r = ((f & 0x00ff00ffu) << 8) | ((f & 0xff00ff00u) >> 8);
+  return stored == f || stored == r;
+}
+
+static void unshuffle(unsigned char *dst, const unsigned char *src, size_t n,
+                      size_t es) {
+  size_t elems = n / es;
+  for (size_t j = 0; j < es; j++) {
+    const unsigned char *s = src + j * elems;
+    for (size_t i = 0; i < elems; i++) dst[i * es + j] = s[i];
+  }
+  memcpy(dst + elems * es, src + elems * es, n - elems * es); /* leftovers */
+}
+
+/* Undoes the filters of a RAW chunk. *data and *n give the result (the
+ * input itself when no filter applied, else a scratch buffer). */
+static int unfilter(dec_local *L, const sl__h5_chunk *h,
+                    uint64_t want, const unsigned char **data, size_t *n) {
+  int cur = -1; /* scratch buffer holding *data, -1: the input */
+  for (int i = (int)h->nfilters - 1; i >= 0; i--) {
+    if (h->filter_mask & (1u << i)) continue;
+    int next = cur == 0 ? 1 : 0;
+    switch (h->filters[i]) {
+    case 3:
+      if (*n < 4) return derr(L, "fletcher32: chunk shorter than its checksum");
+      *n -= 4;
+      if (!fletcher_ok(*data, *n))
+        return derr(L, "data error detected by the Fletcher32 checksum "
+                                   "(the chunk is corrupt)");
+      continue;
+    case 2:
+      if (grow(L, next, *n) < 0) return SL_ENOMEM;
+      unshuffle(L->buf[next], *data, *n, sl_dtype_size(h->src));
+      break;
+    case 1: {
+      size_t cap = (size_t)want + 64, got = 0;
+      if (grow(L, next, cap) < 0) return SL_ENOMEM;
+      enum libdeflate_result r = libdeflate_zlib_decompress(L->z, *data, *n,
+                                                            L->buf[next], cap, &got);
+      if (r != LIBDEFLATE_SUCCESS)
+        return derr(L, "deflate: %s (the chunk is corrupt)",
+                                r == LIBDEFLATE_INSUFFICIENT_SPACE
+                                    ? "decompresses to more than the chunk size"
+                                    : "invalid zlib stream");
+      *n = got;
+      break;
+    }
+    default:
+      return derr(L, "filter %u is not handled by h5.decode", h->filters[i]);
+    }
+    *data = L->buf[next];
+    cur = next;
+  }
+  if (*n != want)
+    return derr(L, "decoded chunk has %zu bytes, expected %" PRIu64
+                            " (corrupt chunk)", *n, want);
+  return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* output                                                                  */
+
+static void set_desc(sl_item *out, const sl__h5_chunk *h) {
+  sl_array_desc a = h->array;
+  int64_t s = (int64_t)sl_dtype_size(h->out);
+  for (int d = (int)a.ndim - 1; d >= 0; d--) {
+    a.strides[d] = s;
+    s *= (int64_t)a.shape[d];
+  }
+  out->payload.u.array = a;
+}
+
+/* Global index of flat element `k` of the item, for messages. */
+static void element_name(const sl__h5_chunk *h, uint64_t k, char *buf, size_t len) {
+  uint64_t idx[SL_MAX_DIMS];
+  for (int d = (int)h->array.ndim - 1; d >= 0; d--) {
+    uint64_t s = h->array.shape[d] ? h->array.shape[d] : 1;
+    idx[d] = h->array.origin[d] + k % s;
+    k /= s;
+  }
+  size_t o = (size_t)snprintf(buf, len, "[");
+  for (uint32_t d = 0; d < h->array.ndim && o < len; d++)
+    o += (size_t)snprintf(buf + o, len - o, "%s%" PRIu64, d ? "," : "", idx[d]);
+  if (o < len) snprintf(buf + o, len - o, "]");
+}
+
+static int convert_error(dec_local *L, const sl__h5_chunk *h, uint64_t k) {
+  char el[200];
+  element_name(h, k, el, sizeof el);
+  return derr(L, "element %s: value does not fit %s (dtype=)", el,
+                          sl_dtype_name(h->out));
+}
+
+/* Copies the clipped shape out of a full chunk (C order), converting. */
+static int clip_convert(dec_local *L, const sl__h5_chunk *h, unsigned char *dst,
+                        const unsigned char *src, bool swap) {
+  const sl_array_desc *a = &h->array;
+  size_t ss = sl_dtype_size(h->src), ds = sl_dtype_size(h->out), bad = 0;
+  uint32_t nd = a->ndim;
+  uint64_t row = nd ? a->shape[nd - 1] : 1, rows = 1, cs[SL_MAX_DIMS];
+  bool full = true;
+  for (uint32_t d = 0; d < nd; d++) full &= a->shape[d] == h->chunk[d];
+  for (uint32_t d = 0; d + 1 < nd; d++) rows *= a->shape[d];
+  if (full || nd <= 1) { row *= rows; rows = 1; }
+  uint64_t s = 1;
+  for (int d = (int)nd - 1; d >= 0; d--) { cs[d] = s; s *= h->chunk[d]; }
+  uint64_t idx[SL_MAX_DIMS] = {0};
+  for (uint64_t r = 0; r < rows; r++) {
+    uint64_t off = 0;
+    for (uint32_t d = 0; d + 1 < nd; d++) off += idx[d] * cs[d];
+    if (sl__h5_convert(dst + r * row * ds, h->out, src + off * ss, h->src, swap,
+                       (size_t)row, &bad))
+      return convert_error(L, h, r * row + bad);
+    for (int d = (int)nd - 2; d >= 0; d--) { /* next row */
+      if (++idx[d] < a->shape[d]) break;
+      idx[d] = 0;
+    }
+  }
+  return 0;
+}
+
+static int alloc_out(sl_worker *w, const sl_item *in, uint64_t bytes,
+                     sl_item **out, unsigned char **data) {
+  sl_block *b = NULL;
+  int rc = sl_worker_alloc(w, (size_t)bytes, &b);
+  if (rc < 0) return rc == SL_ECANCELED ? rc : sl_worker_errorf(w, "cannot "
+                      "allocate %" PRIu64 " bytes: %s", bytes, sl_strerror(rc));
+  sl_item *it = sl_item_derive(in);
+  if (!it) {
+    sl_block_release(b);
+    return SL_ENOMEM;
+  }
+  sl_item_set_block(it, SL_KIND_ARRAY, b, 0, (size_t)bytes);
+  *out = it;
+  *data = sl_block_data(b);
+  return 0;
+}
+
+/* The output is a view of the input's data (no copy). */
+static int view_out(const sl_item *in, const sl__h5_chunk *h, sl_item **out) {
+  sl_item *it = sl_item_derive(in);
+  if (!it) return SL_ENOMEM;
+  sl_item_set_block(it, SL_KIND_ARRAY, sl_block_retain(in->payload.block),
+                    (size_t)((const unsigned char *)in->payload.data -
+                             (const unsigned char *)sl_block_data(in->payload.block)) +
+                        SL__H5_HDR_SIZE,
+                    (size_t)h->data_size);
+  set_desc(it, h);
+  *out = it;
+  return 0;
+}
+
+static bool native_big(void) {
+  const uint16_t one = 1;
+  unsigned char b;
+  memcpy(&b, &one, 1);
+  return b == 0;
+}
+
+static int decode(sl_worker *w, dec_local *L, const sl_item *in,
+                  const sl__h5_chunk *h, uint64_t n, sl_item **out) {
+  const unsigned char *data = (const unsigned char *)h + SL__H5_HDR_SIZE;
+  size_t ss = sl_dtype_size(h->src), ds = sl_dtype_size(h->out), bad = 0;
+  bool swap = h->mode != SL__H5_PLAIN && (h->big_endian != 0) != native_big() && ss > 1;
+  if (h->mode == SL__H5_PLAIN && h->out == h->src) return view_out(in, h, out);
+  uint64_t chunk_elems = 1;
+  bool full = true;
+  for (uint32_t d = 0; d < h->array.ndim; d++) {
+    chunk_elems *= h->chunk[d];
+    full &= h->chunk[d] == h->array.shape[d];
+  }
+  size_t len = (size_t)h->data_size;
+  if (h->mode == SL__H5_RAW) {
+    int rc = unfilter(L, h, chunk_elems * ss, &data, &len);
+    if (rc < 0) return rc;
+    if (full && !swap && h->out == h->src && data == (const unsigned char *)h + SL__H5_HDR_SIZE)
+      return view_out(in, h, out);
+  }
+  unsigned char *dst = NULL;
+  int rc = alloc_out(w, in, n * ds, out, &dst);
+  if (rc < 0) return rc;
+  if (h->mode == SL__H5_RAW) {
+    rc = clip_convert(L, h, dst, data, swap);
+  } else if (h->mode == SL__H5_PLAIN) {
+    if (sl__h5_convert(dst, h->out, data, h->src, false, (size_t)n, &bad))
+      rc = convert_error(L, h, bad);
+  } else { /* FILL */
+    if (n && sl__h5_convert(dst, h->out, data, h->src, swap, 1, &bad))
+      rc = convert_error(L, h, 0);
+    for (uint64_t i = 1; rc == 0 && i < n; i++) memcpy(dst + i * ds, dst, ds);
+  }
+  if (rc < 0) {
+    sl_item_destroy(*out);
+    *out = NULL;
+    return rc;
+  }
+  set_desc(*out, h);
+  return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* callbacks                                                               */
+
+static int dec_process(sl_worker *w, sl_item *in, sl_item **out) {
+  dec_local *L = sl_worker_local(w);
+  *out = NULL;
+  if (in->payload.kind != SL_KIND_BYTES || !in->payload.data)
+    return sl_worker_errorf(w, "expected bytes from h5.read, got %s",
+                            sl_kind_name(in->payload.kind));
+  const sl__h5_chunk *h = in->payload.data;
+  const char *f = sl_item_meta_get(in, "h5.file"), *ds = sl_item_meta_get(in, "h5.dataset");
+  L->w = w;
+  snprintf(L->prefix, sizeof L->prefix, "%.300s: dataset %.200s: chunk %.150s: ",
+           f ? f : "?", ds ? ds : "?", in->name);
+  uint64_t n = 0;
+  const char *why = header_problem(&in->payload, h, &n);
+  if (why) return sl_worker_errorf(w, "%s", why);
+  if (h->mode == SL__H5_ERROR) {
+    const char *msg = (const char *)h + SL__H5_HDR_SIZE;
+    size_t len = (size_t)h->data_size;
+    return sl_worker_errorf(w, "%.*s", (int)(len ? strnlen(msg, len) : 0), msg);
+  }
+  return decode(w, L, in, h, n, out);
+}
+
+static int dec_open(sl_worker *w, void **local) {
+  (void)w;
+  dec_local *L = calloc(1, sizeof *L);
+  if (!L) return SL_ENOMEM;
+  if (!(L->z = libdeflate_alloc_decompressor())) {
+    free(L);
+    return SL_ENOMEM;
+  }
+  *local = L;
+  return 0;
+}
+
+static void dec_close(sl_worker *w) {
+  dec_local *L = sl_worker_local(w);
+  if (!L) return;
+  libdeflate_free_decompressor(L->z);
+  free(L->buf[0]);
+  free(L->buf[1]);
+  free(L);
+}
+
+const sl_stage_def sl__stage_h5_decode = {
+    .name = "h5.decode",
+    .summary = "decode h5.read's chunks into arrays (inserted after h5.read)",
+    .help =
+        "The CPU half of h5.read, which the pipeline inserts right after it:\n"
+        "undoes fletcher32 (checked), deflate and shuffle on raw chunks, clips\n"
+        "edge chunks to the dataset's extent, fills unwritten chunks with the\n"
+        "fill value, swaps big-endian data and converts to h5.read's dtype=.\n"
+        "Runs on all cores (one chunk per thread). A corrupt chunk fails its\n"
+        "own item only. Chunks that need no work pass through without a copy.",
+    .exec = SL_EXEC_CPU,
+    .in_kind = SL_KIND_BYTES,
+    .out_kind = SL_KIND_ARRAY,
+    .open = dec_open,
+    .process = dec_process,
+    .close = dec_close,
+};

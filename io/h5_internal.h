@@ -1,0 +1,123 @@
+/*
+ * h5_internal.h -- what the HDF5 files of io/ share (h5_lock.c, h5_read.c,
+ * h5_decode.c, h5_convert.c, h5_write.c, h5_table.c).
+ *
+ * Threading. Debian's libhdf5 is built without its thread-safety option, so
+ * every HDF5 call in the process goes through one lock (sl__h5_lock). Code
+ * holding it never waits for anything else: no arena allocation (that may
+ * wait for memory that only a later stage frees), no queue operation. Lock
+ * order: a stage's own mutex, then the HDF5 lock; never the other way.
+ *
+ * Chunk items. h5.read emits BYTES items that h5.decode turns into ARRAY
+ * items. Each starts with an sl__h5_chunk header (native byte order: both
+ * stages run in the same process or in processes of the same machine),
+ * padded to SL__H5_HDR_SIZE bytes, followed by `data_size` bytes:
+ *   RAW    a chunk exactly as stored (H5Dread_chunk): filters still applied,
+ *          file byte order; h5.decode undoes deflate/shuffle/fletcher32,
+ *          clips edge chunks to the extent and converts.
+ *   FILL   an unwritten chunk: one element (the fill value, file order).
+ *   PLAIN  values already read by H5Dread (native `src` dtype, the item's
+ *          shape, C order); h5.decode passes them on, converted if asked.
+ *   ERROR  reading this item failed; data is the message (NUL-terminated).
+ *          h5.decode fails the item with it, so one bad chunk is one failed
+ *          item and the others go on.
+ */
+#ifndef SLUICE_H5_INTERNAL_H
+#define SLUICE_H5_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sluice.h"
+
+/* ---- the process-wide HDF5 lock (h5_lock.c) --------------------------- */
+
+/* Takes the lock; the first call also initialises HDF5 and turns its
+ * automatic error printing off. Not recursive. */
+void sl__h5_lock(void);
+void sl__h5_unlock(void);
+/* Under the lock: describes HDF5's error stack as one line, "what (cause)"
+ * (outermost description, innermost cause), into buf, and clears the stack.
+ * Writes `fallback` when the stack is empty. @return buf. */
+const char *sl__h5_error_text(char *buf, size_t len, const char *fallback);
+
+/* ---- chunk items ------------------------------------------------------ */
+
+#define SL__H5_MAGIC 0x4B433548u /* "H5CK" */
+#define SL__H5_MAX_FILTERS 8
+#define SL__H5_HDR_SIZE 512
+
+enum { SL__H5_RAW = 1, SL__H5_FILL = 2, SL__H5_PLAIN = 3, SL__H5_ERROR = 4 };
+
+typedef struct sl__h5_chunk {
+  uint32_t magic, mode;
+  uint32_t filter_mask;  /* RAW: bit i set = filter i was skipped on write */
+  uint32_t nfilters;     /* RAW: filter ids in pipeline (write) order */
+  uint32_t filters[SL__H5_MAX_FILTERS];
+  uint32_t big_endian;   /* RAW, FILL: stored byte order */
+  sl_dtype src;          /* element type of the data */
+  sl_dtype out;          /* what h5.decode emits */
+  uint64_t chunk[SL_MAX_DIMS]; /* RAW: the full chunk shape as stored */
+  sl_array_desc array;   /* shape (clipped), origin, whole; dtype = out */
+  uint64_t data_size;    /* bytes after the header */
+} sl__h5_chunk;
+
+_Static_assert(sizeof(sl__h5_chunk) <= SL__H5_HDR_SIZE, "header too big");
+
+/* ---- numbers (h5_convert.c) ------------------------------------------- */
+
+/* Converts n elements from src (dtype st, byte-swapped when `swap`) to dst
+ * (dtype dt). Integer results must be exact: a value out of dt's range, a
+ * NaN or an infinity gives an error; floats are truncated toward zero (as
+ * numpy's astype). @return 0, or 1 with *bad = the index of the first
+ * element that does not fit. */
+int sl__h5_convert(void *dst, sl_dtype dt, const void *src, sl_dtype st,
+                   bool swap, size_t n, size_t *bad);
+/* dtype= is a choice in this order: index 0 ("native") is SL_DT_NONE, the
+ * others follow sl_dtype from SL_DT_I8 on. */
+#define SL__H5_DTYPE_CHOICES                                                   \
+  "native|int8|uint8|int16|uint16|int32|uint32|int64|uint64|float32|float64"
+static inline sl_dtype sl__h5_dtype_from_choice(int i) {
+  return i <= 0 ? SL_DT_NONE : (sl_dtype)(SL_DT_I8 + i - 1);
+}
+
+/* ---- paths ------------------------------------------------------------ */
+
+/* Whether `target` (absolute, or relative to `dir`) resolves (symlinks
+ * followed) to an existing file inside directory `dir` (a realpath).
+ * @return 0 inside, 1 outside or missing (why in buf). */
+int sl__h5_path_inside(const char *dir, const char *target, char *why,
+                       size_t len);
+
+/* Link-access guard: external links must resolve inside `dir`. */
+typedef struct sl__h5_guard {
+  char dir[4096];      /* realpath of the input's folder */
+  char refusal[600];   /* why the last link was refused; "" if none */
+} sl__h5_guard;
+/* Fills g->dir from the folder of `file`. @return 0 or -errno. */
+int sl__h5_guard_init(sl__h5_guard *g, const char *file);
+/* Under the lock: a dataset-access property list that resolves external
+ * links, external raw-data files and virtual sources against g->dir and
+ * refuses links leaving it (reason in g->refusal). g must outlive it.
+ * @return the plist or a negative id. */
+int64_t sl__h5_guard_dapl(sl__h5_guard *g);
+
+/* ---- stage definitions ------------------------------------------------ */
+extern const sl_stage_def sl__stage_h5_decode; /* h5_decode.c */
+extern const sl_stage_def sl__stage_h5_read;   /* h5_read.c */
+extern const sl_stage_def sl__stage_h5_write;  /* h5_write.c */
+
+/* h5_table.c: writes TABLE items gathered by h5.write. */
+typedef struct sl__h5_tables sl__h5_tables;
+/* Copies the table of `pl` (seq orders the rows). @return 0, SL_ENOMEM, or
+ * SL_ESTAGE with the reason in why. */
+int sl__h5_tables_add(sl__h5_tables **t, uint64_t seq, const sl_payload *pl,
+                      char *why, size_t len);
+/* Under the HDF5 lock: writes the gathered rows into group `group` of file
+ * `fid`, one 1-D dataset per column. @return 0 or -1 (why in buf). */
+int sl__h5_tables_write(sl__h5_tables *t, int64_t fid, const char *group,
+                        char *why, size_t len);
+void sl__h5_tables_free(sl__h5_tables *t);
+
+#endif

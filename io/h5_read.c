@@ -1,0 +1,768 @@
+/*
+ * h5_read.c -- `h5.read`, a source that streams one HDF5 dataset as
+ * chunk-aligned hyperslabs, for h5.decode to turn into ARRAY items.
+ *
+ * Plan. The dataset is cut into tiles: its own chunks when it is chunked,
+ * otherwise (contiguous, compact, virtual) blocks of about block= bytes made
+ * of whole rows along the first axis (when a single row is larger than
+ * block=, of whole rows along the next axis, and so on). Tiles are visited
+ * in row-major order of the tile grid; an item's seq is its tile index, its
+ * shape the tile clipped to the extent. Nothing is allocated from a size the
+ * file declares before checking it: dimensions and tile counts are
+ * overflow-checked in 64 bits, a stored chunk must be no larger than its
+ * decoded size allows and than the file itself.
+ *
+ * Two ways to read a tile (see h5_internal.h for the item format):
+ *  - RAW: chunked datasets whose filters are only deflate, shuffle and
+ *    fletcher32 (or none) and whose type is a plain integer or IEEE float:
+ *    H5Dget_chunk_storage_size + H5Dread_chunk copy the stored bytes, and
+ *    h5.decode does the CPU work on all cores. Unwritten chunks are FILL
+ *    items (one element), so not even the fill is expanded here.
+ *  - PLAIN: everything else (other filters, contiguous data, half floats,
+ *    enums): H5Dread converts to the native type under the lock.
+ * A tile that fails to read becomes an ERROR item (one failed item, the
+ * rest go on); failing to open the file or the dataset ends the source.
+ *
+ * Security. A file is untrusted input. External links, external raw-data
+ * files and virtual-dataset sources must resolve to files inside the input
+ * file's folder: HDF5 is told to resolve them against that folder (elink,
+ * efile and virtual prefixes) and every target is checked before it is
+ * used (elink callback; dataset creation properties before any read).
+ *
+ * Threading: one worker (a source); every HDF5 call under sl__h5_lock(),
+ * which is never held while waiting for arena memory.
+ */
+#include <hdf5.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "h5_internal.h"
+#include "io_internal.h"
+
+typedef struct rd_params {
+  const char *file;
+  const char *dataset;
+  int dtype; /* index into SL__H5_DTYPE_CHOICES */
+  uint64_t block;
+} rd_params;
+
+typedef struct rd_shared {
+  sl_dtype out; /* NONE: native */
+} rd_shared;
+
+typedef struct reader {
+  const rd_params *p;
+  sl_worker *w;
+  const char *base; /* file name without folders, for item names */
+  sl__h5_guard guard; /* the input's folder; why a link was refused */
+  uint64_t file_size;
+  hid_t fid, did, dapl, memtype;
+  sl_dtype src, out;
+  bool big_endian, raw;
+  uint32_t nfilters, filters[SL__H5_MAX_FILTERS];
+  unsigned char fill[8];
+  uint32_t ndim;
+  bool empty;
+  uint64_t dims[SL_MAX_DIMS], tile[SL_MAX_DIMS], grid[SL_MAX_DIMS];
+  uint64_t at[SL_MAX_DIMS]; /* current tile coordinates */
+  uint64_t tile_bytes;      /* RAW: decoded bytes of a full chunk */
+  uint64_t total, seq;
+  unsigned failed_in_row; /* ERROR items since the last good one */
+  char tile_text[SL_MAX_DIMS * 21 + 1];
+  bool started, done;
+} reader;
+
+#define MAX_ITEM_BYTES (UINT64_C(1) << 32) /* HDF5's own chunk limit */
+
+/* ---------------------------------------------------------------------- */
+/* errors                                                                  */
+
+/* Formats "file: dataset NAME: message" into a failure. */
+static int fail(reader *R, const char *fmt, ...) SL_PRINTF(2, 3);
+static int fail(reader *R, const char *fmt, ...) {
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  return sl_worker_errorf(R->w, "%s: dataset %s: %s", R->p->file,
+                          R->p->dataset, msg);
+}
+
+/* Under the lock: the refusal of our link callback if there was one, else
+ * HDF5's error stack. */
+static const char *h5_why(reader *R, char *buf, size_t len, const char *fb) {
+  if (R->guard.refusal[0]) {
+    H5Eclear2(H5E_DEFAULT);
+    snprintf(buf, len, "%s", R->guard.refusal);
+    return buf;
+  }
+  return sl__h5_error_text(buf, len, fb);
+}
+
+/* ---------------------------------------------------------------------- */
+/* security                                                                */
+
+/* Under the lock: checks external raw-data files and virtual sources. */
+static int check_storage(reader *R, hid_t dcpl) {
+  char name[4096], why[600], eb[400];
+  int n = H5Pget_external_count(dcpl);
+  for (int i = 0; i < n; i++) {
+    off_t off;
+    hsize_t size;
+    if (H5Pget_external(dcpl, (unsigned)i, sizeof name, name, &off, &size) < 0)
+      return fail(R, "cannot read its external storage list: %s",
+                  sl__h5_error_text(eb, sizeof eb, "unknown error"));
+    name[sizeof name - 1] = '\0';
+    if (sl__h5_path_inside(R->guard.dir, name, why, sizeof why) != 0)
+      return fail(R, "external raw-data file refused: %s", why);
+  }
+  if (H5Pget_layout(dcpl) != H5D_VIRTUAL) return 0;
+  size_t count = 0;
+  if (H5Pget_virtual_count(dcpl, &count) < 0)
+    return fail(R, "cannot read its virtual mappings: %s",
+                sl__h5_error_text(eb, sizeof eb, "unknown error"));
+  for (size_t i = 0; i < count; i++) {
+    ssize_t k = H5Pget_virtual_filename(dcpl, i, name, sizeof name);
+    if (k < 0 || (size_t)k >= sizeof name)
+      return fail(R, "cannot read virtual source %zu", i);
+    if (strcmp(name, ".") == 0) continue; /* this same file */
+    if (sl__h5_path_inside(R->guard.dir, name, why, sizeof why) != 0)
+      return fail(R, "virtual dataset source refused: %s", why);
+  }
+  return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* types                                                                   */
+
+static sl_dtype int_dtype(size_t size, bool sign) {
+  switch (size) {
+  case 1: return sign ? SL_DT_I8 : SL_DT_U8;
+  case 2: return sign ? SL_DT_I16 : SL_DT_U16;
+  case 4: return sign ? SL_DT_I32 : SL_DT_U32;
+  case 8: return sign ? SL_DT_I64 : SL_DT_U64;
+  default: return SL_DT_NONE;
+  }
+}
+
+static hid_t native_of(sl_dtype t) {
+  switch (t) {
+  case SL_DT_I8: return H5T_NATIVE_INT8;
+  case SL_DT_U8: return H5T_NATIVE_UINT8;
+  case SL_DT_I16: return H5T_NATIVE_INT16;
+  case SL_DT_U16: return H5T_NATIVE_UINT16;
+  case SL_DT_I32: return H5T_NATIVE_INT32;
+  case SL_DT_U32: return H5T_NATIVE_UINT32;
+  case SL_DT_I64: return H5T_NATIVE_INT64;
+  case SL_DT_U64: return H5T_NATIVE_UINT64;
+  case SL_DT_F32: return H5T_NATIVE_FLOAT;
+  default: return H5T_NATIVE_DOUBLE;
+  }
+}
+
+static const char *class_name(H5T_class_t c) {
+  switch (c) {
+  case H5T_STRING: return "string";
+  case H5T_COMPOUND: return "compound (complex numbers are compounds too)";
+  case H5T_VLEN: return "variable-length";
+  case H5T_ARRAY: return "array";
+  case H5T_OPAQUE: return "opaque";
+  case H5T_REFERENCE: return "reference";
+  case H5T_TIME: return "time";
+  default: return "unknown";
+  }
+}
+
+/* An integer whose bits fill its bytes, in either byte order. */
+static bool plain_int(hid_t t) {
+  size_t size = H5Tget_size(t);
+  H5T_order_t o = H5Tget_order(t);
+  return H5Tget_precision(t) == 8 * size && H5Tget_offset(t) == 0 &&
+         (o == H5T_ORDER_LE || o == H5T_ORDER_BE);
+}
+
+/* Under the lock: decides the element type, how it can be read (raw bytes
+ * or H5Dread into R->memtype) and its byte order. */
+static int classify(reader *R, hid_t t) {
+  char eb[300];
+  H5T_class_t c = H5Tget_class(t);
+  size_t size = H5Tget_size(t);
+  R->big_endian = H5Tget_order(t) == H5T_ORDER_BE;
+  if (c == H5T_INTEGER || c == H5T_BITFIELD || c == H5T_ENUM) {
+    hid_t base = c == H5T_ENUM ? H5Tget_super(t) : H5Tcopy(t);
+    if (base < 0) return fail(R, "bad datatype: %s", sl__h5_error_text(eb, sizeof eb, "?"));
+    bool sign = H5Tget_class(base) == H5T_INTEGER && H5Tget_sign(base) == H5T_SGN_2;
+    R->src = int_dtype(size, sign);
+    bool plain = R->src != SL_DT_NONE && plain_int(base);
+    H5Tclose(base);
+    if (R->src == SL_DT_NONE)
+      return fail(R, "unsupported %zu-byte integer type", size);
+    /* HDF5 converts enums only to enums and bitfields only to bitfields;
+     * their native versions hold the same integers. */
+    R->memtype = c == H5T_INTEGER ? H5Tcopy(native_of(R->src))
+                                  : H5Tget_native_type(t, H5T_DIR_ASCEND);
+    R->raw = plain;
+  } else if (c == H5T_FLOAT) {
+    bool f32 = H5Tequal(t, H5T_IEEE_F32LE) > 0 || H5Tequal(t, H5T_IEEE_F32BE) > 0;
+    bool f64 = H5Tequal(t, H5T_IEEE_F64LE) > 0 || H5Tequal(t, H5T_IEEE_F64BE) > 0;
+    if (size > 8)
+      return fail(R, "unsupported %zu-byte floating-point type (at most 8 bytes)", size);
+    /* Half floats and other formats: HDF5 converts them to float32/64. */
+    R->src = f64 || size > 4 ? SL_DT_F64 : SL_DT_F32;
+    R->memtype = H5Tcopy(native_of(R->src));
+    R->raw = f32 || f64;
+  } else {
+    return fail(R, "unsupported datatype: %s (h5.read reads integer and "
+                "floating-point datasets)", class_name(c));
+  }
+  if (R->memtype < 0) return fail(R, "bad datatype: %s", sl__h5_error_text(eb, sizeof eb, "?"));
+  return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* plan                                                                    */
+
+static const char *filter_name(H5Z_filter_t id) {
+  switch (id) {
+  case 1: return "deflate";
+  case 2: return "shuffle";
+  case 3: return "fletcher32";
+  case 4: return "szip";
+  case 5: return "nbit";
+  case 6: return "scaleoffset";
+  case 32000: return "lzf";
+  case 32001: return "blosc";
+  case 32004: return "lz4";
+  case 32008: return "bitshuffle";
+  case 32015: return "zstd";
+  default: return "unknown";
+  }
+}
+
+/* Under the lock: layout, chunk shape and filters. */
+static int inspect_layout(reader *R, hid_t dcpl, bool *chunked) {
+  char eb[300];
+  H5D_layout_t layout = H5Pget_layout(dcpl);
+  *chunked = layout == H5D_CHUNKED;
+  if (layout < 0) return fail(R, "bad layout: %s", sl__h5_error_text(eb, sizeof eb, "?"));
+  if (!*chunked) {
+    R->raw = false;
+    return 0;
+  }
+  hsize_t cd[H5S_MAX_RANK];
+  int nd = H5Pget_chunk(dcpl, H5S_MAX_RANK, cd);
+  if (nd < 0 || (uint32_t)nd != R->ndim)
+    return fail(R, "bad chunk shape: %s", sl__h5_error_text(eb, sizeof eb, "rank differs"));
+  for (uint32_t d = 0; d < R->ndim; d++) {
+    if (cd[d] == 0) return fail(R, "chunk dimension %u is 0", d);
+    R->tile[d] = cd[d];
+  }
+  int nf = H5Pget_nfilters(dcpl);
+  if (nf < 0 || nf > SL__H5_MAX_FILTERS)
+    return fail(R, "bad filter pipeline (%d filters)", nf);
+  R->nfilters = (uint32_t)nf;
+  for (int i = 0; i < nf; i++) {
+    unsigned flags = 0, cfg = 0;
+    size_t ncd = 0;
+    H5Z_filter_t id = H5Pget_filter2(dcpl, (unsigned)i, &flags, &ncd, NULL, 0,
+                                     NULL, &cfg);
+    if (id < 0) return fail(R, "bad filter %d: %s", i, sl__h5_error_text(eb, sizeof eb, "?"));
+    R->filters[i] = (uint32_t)id;
+    if (id > 3) R->raw = false;
+    if (id > 3 && H5Zfilter_avail(id) <= 0) {
+      H5Eclear2(H5E_DEFAULT);
+      return fail(R, "filter %d (%s) is not available in this libhdf5 build "
+                  "(a plugin is missing)", (int)id, filter_name(id));
+    }
+  }
+  return 0;
+}
+
+/* Tiles of about `block` bytes of whole rows along the outermost axis
+ * that fits (contiguous, compact, virtual, or any layout read in blocks). */
+static void block_tiles(reader *R) {
+  uint64_t es = sl_dtype_size(R->src), block = R->p->block;
+  uint64_t suffix = 1; /* elements in one index of axis k */
+  int k = (int)R->ndim - 1;
+  for (int d = (int)R->ndim - 1; d > 0; d--) {
+    uint64_t next = R->dims[d] && suffix > UINT64_MAX / R->dims[d]
+                        ? UINT64_MAX : suffix * R->dims[d];
+    if (next > block / es) break; /* a row of axis d-1 would not fit */
+    suffix = next;
+    k = d - 1;
+  }
+  for (uint32_t d = 0; d < R->ndim; d++) {
+    if ((int)d < k) R->tile[d] = 1;
+    else if ((int)d > k) R->tile[d] = R->dims[d] ? R->dims[d] : 1;
+  }
+  if (R->ndim) {
+    uint64_t n = block / es / suffix;
+    if (n < 1) n = 1;
+    if (R->dims[k] && n > R->dims[k]) n = R->dims[k];
+    R->tile[k] = n;
+  }
+}
+
+/* Tile grid, totals and limits. */
+static int make_grid(reader *R) {
+  uint64_t es = sl_dtype_size(R->src), elems = 1, total = 1;
+  for (uint32_t d = 0; d < R->ndim; d++) {
+    if (R->dims[d] == 0) R->empty = true;
+    if (R->tile[d] > MAX_ITEM_BYTES || elems > MAX_ITEM_BYTES / R->tile[d])
+      return fail(R, "tile of %" PRIu64 " elements along axis %u is too large",
+                  R->tile[d], d);
+    elems *= R->tile[d];
+    R->grid[d] = R->dims[d] / R->tile[d] + (R->dims[d] % R->tile[d] != 0);
+    if (R->grid[d] && total > UINT64_MAX / R->grid[d])
+      return fail(R, "more than 2^64 chunks");
+    total *= R->grid[d];
+  }
+  if (elems * es > MAX_ITEM_BYTES)
+    return fail(R, "chunks of %" PRIu64 " bytes are larger than 4 GiB", elems * es);
+  R->tile_bytes = elems * es;
+  R->total = R->empty ? 1 : total;
+  size_t o = 0;
+  for (uint32_t d = 0; d < R->ndim; d++)
+    o += (size_t)snprintf(R->tile_text + o, sizeof R->tile_text - o, "%s%" PRIu64,
+                          d ? "," : "", R->tile[d]);
+  return 0;
+}
+
+/* Under the lock: shape, type, layout, security, fill. */
+static int inspect(reader *R) {
+  char eb[300];
+  hid_t sid = H5Dget_space(R->did), tid = H5Dget_type(R->did);
+  hid_t dcpl = H5Dget_create_plist(R->did);
+  int rc = 0;
+  if (sid < 0 || tid < 0 || dcpl < 0)
+    rc = fail(R, "cannot read its description: %s",
+              sl__h5_error_text(eb, sizeof eb, "unknown error"));
+  if (rc == 0) rc = check_storage(R, dcpl);
+  if (rc == 0) rc = classify(R, tid);
+  if (rc == 0) {
+    H5S_class_t sc = H5Sget_simple_extent_type(sid);
+    int nd = H5Sget_simple_extent_ndims(sid);
+    if (sc == H5S_NULL) { /* no elements at all: one empty 1-D item */
+      R->ndim = 1;
+      R->dims[0] = 0;
+    } else if (nd < 0 || nd > SL_MAX_DIMS) {
+      rc = fail(R, "rank %d is not supported (at most %d dimensions)", nd, SL_MAX_DIMS);
+    } else {
+      hsize_t dims[H5S_MAX_RANK];
+      R->ndim = (uint32_t)nd;
+      if (nd > 0 && H5Sget_simple_extent_dims(sid, dims, NULL) < 0)
+        rc = fail(R, "bad dataspace: %s", sl__h5_error_text(eb, sizeof eb, "?"));
+      for (int d = 0; rc == 0 && d < nd; d++) R->dims[d] = dims[d];
+    }
+  }
+  bool chunked = false;
+  if (rc == 0) rc = inspect_layout(R, dcpl, &chunked);
+  if (rc == 0 && !chunked) block_tiles(R);
+  if (rc == 0 && R->raw) {
+    H5D_fill_value_t st = H5D_FILL_VALUE_UNDEFINED;
+    memset(R->fill, 0, sizeof R->fill);
+    if (H5Pfill_value_defined(dcpl, &st) >= 0 && st != H5D_FILL_VALUE_UNDEFINED &&
+        H5Pget_fill_value(dcpl, tid, R->fill) < 0)
+      memset(R->fill, 0, sizeof R->fill);
+    H5Eclear2(H5E_DEFAULT); /* an undefined fill value reads as zeros */
+  }
+  if (rc == 0) rc = make_grid(R);
+  if (dcpl >= 0) H5Pclose(dcpl);
+  if (tid >= 0) H5Tclose(tid);
+  if (sid >= 0) H5Sclose(sid);
+  return rc;
+}
+
+/* ---------------------------------------------------------------------- */
+/* opening                                                                 */
+
+static int open_file(reader *R) {
+  char eb[600];
+  hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+  if (fapl >= 0) H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG);
+  R->fid = H5Fopen(R->p->file, H5F_ACC_RDONLY, fapl);
+  /* Read the stack first: every API call (H5Pclose too) clears it. */
+  if (R->fid < 0) sl__h5_error_text(eb, sizeof eb, "cannot open");
+  if (fapl >= 0) H5Pclose(fapl);
+  if (R->fid >= 0) return 0;
+  if (strstr(eb, "already open for write") || strstr(eb, "h5clear"))
+    return sl_worker_errorf(R->w, "%s: the file is marked as open for "
+                            "writing (its writer crashed, or is still "
+                            "running: SWMR/consistency flags are set); if no "
+                            "writer is running, clear them with `h5clear -s "
+                            "%s` (sluice never changes its input files)",
+                            R->p->file, R->p->file);
+  if (strstr(eb, "signature not found"))
+    return sl_worker_errorf(R->w, "%s: not an HDF5 file (%s)", R->p->file, eb);
+  return sl_worker_errorf(R->w, "%s: cannot open as HDF5: %s", R->p->file, eb);
+}
+
+static int open_dataset(reader *R) {
+  char eb[700];
+  R->dapl = sl__h5_guard_dapl(&R->guard);
+  if (R->dapl < 0)
+    return fail(R, "cannot set up access properties: %s",
+                sl__h5_error_text(eb, sizeof eb, "unknown error"));
+  R->did = H5Dopen2(R->fid, R->p->dataset, R->dapl);
+  if (R->did >= 0) return 0;
+  h5_why(R, eb, sizeof eb, "cannot open");
+  if (R->guard.refusal[0]) return fail(R, "%s", eb);
+  /* Say what the name is when it is not a dataset. */
+  hid_t o = H5Oopen(R->fid, R->p->dataset, R->dapl);
+  H5I_type_t type = o >= 0 ? H5Iget_type(o) : H5I_BADID;
+  if (o >= 0) H5Oclose(o);
+  H5Eclear2(H5E_DEFAULT);
+  if (type == H5I_GROUP) return fail(R, "is a group, not a dataset");
+  if (type == H5I_DATATYPE) return fail(R, "is a named datatype, not a dataset");
+  return fail(R, "cannot open: %s", eb);
+}
+
+static int input_dir(reader *R) {
+  int rc = sl__h5_guard_init(&R->guard, R->p->file);
+  if (rc < 0) {
+    char eb[128];
+    return sl_worker_errorf(R->w, "%s: folder: %s", R->p->file,
+                            sl__io_strerror(-rc, eb, sizeof eb));
+  }
+  struct stat st;
+  if (stat(R->p->file, &st) == 0) R->file_size = (uint64_t)st.st_size;
+  return 0;
+}
+
+static int start(reader *R) {
+  int rc = input_dir(R);
+  if (rc < 0) return rc;
+  sl__h5_lock();
+  rc = open_file(R);
+  if (rc == 0) rc = open_dataset(R);
+  if (rc == 0) rc = inspect(R);
+  sl__h5_unlock();
+  if (rc < 0) return rc;
+  if (R->out == SL_DT_NONE) R->out = R->src;
+  sl_worker_set_total(R->w, R->total);
+  return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* items                                                                   */
+
+/* Allocates an item of `data` bytes after the header, filled from R's
+ * current tile. */
+static int new_item(reader *R, uint32_t mode, uint64_t data, sl_item **out,
+                    sl__h5_chunk **hdr) {
+  if (data > MAX_ITEM_BYTES + 65536) return fail(R, "item too large");
+  sl_block *b = NULL;
+  int rc = sl_worker_alloc(R->w, SL__H5_HDR_SIZE + (size_t)data, &b);
+  if (rc < 0) {
+    if (rc == SL_ECANCELED) return rc;
+    char sz[32];
+    return fail(R, "cannot allocate %s for a chunk: %s",
+                sl__io_format_size(data, sz, sizeof sz), sl_strerror(rc));
+  }
+  sl__h5_chunk *h = sl_block_data(b);
+  memset(h, 0, SL__H5_HDR_SIZE);
+  h->magic = SL__H5_MAGIC;
+  h->mode = mode;
+  h->src = R->src;
+  h->out = R->out;
+  h->big_endian = R->big_endian;
+  h->nfilters = R->nfilters;
+  memcpy(h->filters, R->filters, sizeof h->filters);
+  h->data_size = data;
+  sl_array_desc *a = &h->array;
+  a->dtype = R->out;
+  a->ndim = R->ndim;
+  char name[600];
+  size_t nl = (size_t)snprintf(name, 300, "%.150s:%.140s[", R->base, R->p->dataset);
+  for (uint32_t d = 0; d < R->ndim; d++) {
+    h->chunk[d] = R->tile[d];
+    a->whole[d] = R->dims[d];
+    a->origin[d] = R->empty ? 0 : R->at[d] * R->tile[d];
+    uint64_t left = R->dims[d] - a->origin[d];
+    a->shape[d] = R->empty ? R->dims[d] : left < R->tile[d] ? left : R->tile[d];
+    nl += (size_t)snprintf(name + nl, 24, "%s%" PRIu64, d ? "," : "", a->origin[d]);
+  }
+  snprintf(name + nl, 2, "]");
+  sl_item *it = sl_item_create(R->seq, name);
+  if (!it) {
+    sl_block_release(b);
+    return SL_ENOMEM;
+  }
+  sl_item_set_block(it, SL_KIND_BYTES, b, 0, SL__H5_HDR_SIZE + (size_t)data);
+  it->total_hint = R->total;
+  rc = sl_item_meta_set(it, "h5.file", R->p->file);
+  if (rc == 0) rc = sl_item_meta_set(it, "h5.dataset", R->p->dataset);
+  if (rc == 0) rc = sl_item_meta_set(it, "h5.chunk", R->tile_text);
+  if (rc < 0) {
+    sl_item_destroy(it);
+    return rc;
+  }
+  *out = it;
+  *hdr = h;
+  return 0;
+}
+
+#define MAX_FAILED_IN_ROW 16
+
+/* Replaces *it with an ERROR item carrying `msg`; after MAX_FAILED_IN_ROW
+ * in a row the file is beyond per-chunk trouble and the source ends. */
+static int error_item(reader *R, const char *msg, sl_item **it) {
+  sl_item_destroy(*it);
+  *it = NULL;
+  if (++R->failed_in_row >= MAX_FAILED_IN_ROW)
+    return fail(R, "giving up after %d chunks in a row failed; the last: %s",
+                MAX_FAILED_IN_ROW, msg);
+  char full[1400];
+  snprintf(full, sizeof full, "%s: dataset %s: %s", R->p->file, R->p->dataset, msg);
+  sl__h5_chunk *h;
+  int rc = new_item(R, SL__H5_ERROR, strlen(full) + 1, it, &h);
+  if (rc == 0) memcpy((char *)h + SL__H5_HDR_SIZE, full, strlen(full) + 1);
+  return rc;
+}
+
+static void origin_of(reader *R, hsize_t *o) {
+  for (uint32_t d = 0; d < R->ndim; d++) o[d] = R->at[d] * R->tile[d];
+}
+
+/* A stored chunk (RAW) or an unwritten one (FILL). */
+static int raw_item(reader *R, sl_item **out) {
+  hsize_t off[H5S_MAX_RANK];
+  origin_of(R, off);
+  hsize_t size = 0;
+  char eb[600], msg[800];
+  sl__h5_lock();
+  /* An index lookup (H5Dget_chunk_info_by_coord walks the whole index in
+   * 1.10: quadratic over a dataset). 0 bytes: never written. */
+  herr_t e = H5Dget_chunk_storage_size(R->did, off, &size);
+  if (e < 0) sl__h5_error_text(eb, sizeof eb, "unknown error");
+  sl__h5_unlock();
+  /* 1.10.8 reports an unwritten chunk as this error, not as size 0. */
+  if (e < 0 && strstr(eb, "chunk storage is not allocated")) {
+    e = 0;
+    size = 0;
+  }
+  /* A broken chunk index is not one bad chunk: every later lookup would
+   * fail the same way, so the dataset ends here. */
+  if (e < 0) return fail(R, "its chunk index is corrupt: %s", eb);
+  sl__h5_chunk *h;
+  int rc;
+  if (e >= 0 && size == 0) {
+    rc = new_item(R, SL__H5_FILL, sl_dtype_size(R->src), out, &h);
+    if (rc == 0) memcpy((char *)h + SL__H5_HDR_SIZE, R->fill, sl_dtype_size(R->src));
+    return rc;
+  }
+  uint64_t max = R->nfilters ? R->tile_bytes + R->tile_bytes / 8 + 4096 : R->tile_bytes;
+  if (e >= 0 && (size > max || (R->file_size && size > R->file_size))) {
+    snprintf(eb, sizeof eb, "stored chunk of %" PRIu64 " bytes is larger than "
+             "its %" PRIu64 " decoded bytes allow (or than the file): corrupt "
+             "chunk index", (uint64_t)size, R->tile_bytes);
+    e = -1;
+  }
+  rc = new_item(R, SL__H5_RAW, e >= 0 ? size : 0, out, &h);
+  if (rc < 0) return rc;
+  if (e >= 0) {
+    uint32_t m2 = 0;
+    sl__h5_lock();
+    e = H5Dread_chunk(R->did, H5P_DEFAULT, off, &m2, (char *)h + SL__H5_HDR_SIZE);
+    if (e < 0) sl__h5_error_text(eb, sizeof eb, "unknown error");
+    sl__h5_unlock();
+    h->filter_mask = m2;
+  }
+  if (e >= 0) return 0;
+  snprintf(msg, sizeof msg, "chunk at %s: %s", (*out)->name, eb);
+  return error_item(R, msg, out);
+}
+
+/* A tile read (and converted to native) by H5Dread. */
+static int plain_item(reader *R, sl_item **out) {
+  uint64_t es = sl_dtype_size(R->src);
+  sl__h5_chunk *h;
+  sl_item *it = NULL;
+  /* Shape first (new_item computes it), then the data size. */
+  uint64_t n = 1;
+  for (uint32_t d = 0; d < R->ndim; d++) {
+    uint64_t o = R->empty ? 0 : R->at[d] * R->tile[d], left = R->dims[d] - o;
+    n *= R->empty ? R->dims[d] : left < R->tile[d] ? left : R->tile[d];
+  }
+  int rc = new_item(R, SL__H5_PLAIN, n * es, &it, &h);
+  if (rc < 0) return rc;
+  h->src = R->src;
+  *out = it;
+  if (n == 0) return 0;
+  char eb[600], msg[800];
+  hsize_t off[H5S_MAX_RANK], cnt[H5S_MAX_RANK];
+  origin_of(R, off);
+  for (uint32_t d = 0; d < R->ndim; d++) cnt[d] = h->array.shape[d];
+  sl__h5_lock();
+  hid_t fs = H5Dget_space(R->did), ms = -1;
+  herr_t e = fs < 0 ? -1 : 0;
+  if (e >= 0 && R->ndim) {
+    ms = H5Screate_simple((int)R->ndim, cnt, NULL);
+    e = ms < 0 ? -1 : H5Sselect_hyperslab(fs, H5S_SELECT_SET, off, NULL, cnt, NULL);
+  }
+  if (e >= 0)
+    e = H5Dread(R->did, R->memtype, R->ndim ? ms : H5S_ALL, R->ndim ? fs : H5S_ALL,
+                H5P_DEFAULT, (char *)h + SL__H5_HDR_SIZE);
+  if (e < 0) sl__h5_error_text(eb, sizeof eb, "unknown error");
+  if (ms >= 0) H5Sclose(ms);
+  if (fs >= 0) H5Sclose(fs);
+  sl__h5_unlock();
+  if (e >= 0) return 0;
+  snprintf(msg, sizeof msg, "reading %s: %s", it->name, eb);
+  return error_item(R, msg, out);
+}
+
+/* Moves R->at to the next tile in row-major order. */
+static void advance(reader *R) {
+  R->seq++;
+  for (int d = (int)R->ndim - 1; d >= 0; d--) {
+    if (++R->at[d] < R->grid[d]) return;
+    R->at[d] = 0;
+  }
+}
+
+/* ---------------------------------------------------------------------- */
+/* callbacks                                                               */
+
+static int rd_open(sl_worker *w, void **local) {
+  reader *R = calloc(1, sizeof *R);
+  if (!R) return SL_ENOMEM;
+  const rd_shared *S = sl_worker_shared(w);
+  R->p = sl_worker_params(w);
+  R->w = w;
+  R->out = S->out;
+  R->fid = R->did = R->dapl = R->memtype = -1;
+  const char *slash = strrchr(R->p->file, '/');
+  R->base = slash ? slash + 1 : R->p->file;
+  *local = R;
+  return 0;
+}
+
+static int rd_produce(sl_worker *w, sl_item **out) {
+  reader *R = sl_worker_local(w);
+  *out = NULL;
+  R->w = w;
+  if (!R->started) {
+    R->started = true;
+    int rc = start(R);
+    if (rc < 0) {
+      R->done = true;
+      return rc;
+    }
+  }
+  if (R->done || R->seq >= R->total) return SL_DONE;
+  unsigned before = R->failed_in_row;
+  int rc = R->raw && !R->empty ? raw_item(R, out) : plain_item(R, out);
+  if (rc == 0 && R->failed_in_row == before) R->failed_in_row = 0;
+  if (rc < 0) {
+    R->done = true;
+    return rc;
+  }
+  advance(R);
+  return 0;
+}
+
+static void rd_close(sl_worker *w) {
+  reader *R = sl_worker_local(w);
+  if (!R) return;
+  if (R->fid >= 0 || R->dapl >= 0 || R->memtype >= 0) {
+    sl__h5_lock();
+    if (R->did >= 0) H5Dclose(R->did);
+    if (R->fid >= 0) H5Fclose(R->fid);
+    if (R->dapl >= 0) H5Pclose(R->dapl);
+    if (R->memtype >= 0) H5Tclose(R->memtype);
+    H5Eclear2(H5E_DEFAULT);
+    sl__h5_unlock();
+  }
+  free(R);
+}
+
+static void rd_destroy(void *state) { free(state); }
+
+static int rd_create(sl_stage *st, void **state) {
+  const rd_params *p = sl_stage_params(st);
+  rd_shared *S = calloc(1, sizeof *S);
+  if (!S) return sl_stage_errorf(st, "out of memory");
+  *state = NULL;
+  int rc = 0;
+  struct stat sb;
+  char eb[128];
+  S->out = sl__h5_dtype_from_choice(p->dtype);
+  if (!p->file[0])
+    rc = sl_stage_errorf(st, "file= must not be empty");
+  else if (!p->dataset[0])
+    rc = sl_stage_errorf(st, "dataset= must not be empty");
+  else if (stat(p->file, &sb) < 0)
+    rc = sl_stage_errorf(st, "file '%s': %s", p->file,
+                         sl__io_strerror(errno, eb, sizeof eb));
+  else if (S_ISDIR(sb.st_mode))
+    rc = sl_stage_errorf(st, "file '%s' is a directory", p->file);
+  if (rc < 0) {
+    free(S);
+    return rc;
+  }
+  *state = S;
+  return 0;
+}
+
+static uint64_t rd_item_bytes(const sl_stage *st) {
+  const rd_params *p = sl_stage_params(st);
+  return p->block;
+}
+
+static const sl_param_def rd_params_table[] = {
+    {"file", SL_PARAM_STRING, offsetof(rd_params, file), NULL, 0, 0, NULL,
+     "the HDF5 file"},
+    {"dataset", SL_PARAM_STRING, offsetof(rd_params, dataset), NULL, 0, 0, NULL,
+     "path of the dataset in the file, e.g. /group/t2m"},
+    {"dtype", SL_PARAM_CHOICE, offsetof(rd_params, dtype), "native", 0, 0,
+     SL__H5_DTYPE_CHOICES, "element type of the arrays: native (the dataset's "
+     "own type, in native byte order) or a conversion (exact: a value that "
+     "does not fit an integer type is an error naming the element)"},
+    {"block", SL_PARAM_SIZE, offsetof(rd_params, block), "16MiB", 4096,
+     1073741824.0, NULL, "bytes per item for datasets that are not chunked "
+     "(whole rows along the first axis)"},
+    SL_PARAM_END,
+};
+
+const sl_stage_def sl__stage_h5_read = {
+    .name = "h5.read",
+    .summary = "stream an HDF5 dataset as chunk-aligned arrays (any rank, int/float)",
+    .help =
+        "Reads dataset= of file= (1-D to 8-D, or a scalar; integer, enum,\n"
+        "bitfield or floating-point elements of either byte order; half floats\n"
+        "become float32) and emits one item per chunk of the dataset, in\n"
+        "row-major chunk order: ARRAY payloads with the chunk's shape, its\n"
+        "origin in the whole dataset and the whole shape. Datasets that are not\n"
+        "chunked come in blocks of about block= bytes of whole rows.\n"
+        "h5.decode always follows (the pipeline inserts it): chunks compressed\n"
+        "with deflate/shuffle/fletcher32 are read raw and decompressed there on\n"
+        "all cores; HDF5 itself is not thread-safe and is called from one\n"
+        "thread at a time. Other filters (szip, scaleoffset, nbit) are decoded by\n"
+        "HDF5; missing ones (lzf 32000, lz4 32004, bitshuffle 32008) are an\n"
+        "error naming the filter. Unwritten chunks read as the fill value.\n"
+        "Security: external links, external raw-data files and virtual-dataset\n"
+        "sources must stay inside the input file's folder. A file left open\n"
+        "by a crashed writer is refused (clear it with `h5clear -s FILE`).\n"
+        "Item names are FILE:DATASET[origin]; metadata h5.file, h5.dataset\n"
+        "and h5.chunk travel with every item (h5.write uses them).\n"
+        "Example: h5.read file=climate.h5 dataset=/t2m ! reduce ops=mean",
+    .exec = SL_EXEC_IO,
+    .in_kind = SL_KIND_NONE,
+    .out_kind = SL_KIND_BYTES,
+    .flags = SL_STAGE_SOURCE,
+    .params = rd_params_table,
+    .params_size = sizeof(rd_params),
+    .create = rd_create,
+    .destroy = rd_destroy,
+    .open = rd_open,
+    .produce = rd_produce,
+    .close = rd_close,
+    .item_bytes = rd_item_bytes,
+    .then = "h5.decode",
+};

@@ -1,0 +1,830 @@
+/*
+ * test_h5.c -- h5.read, h5.decode and h5.write.
+ *
+ *  - unit: numeric conversion (exact or an error), small files made here
+ *    with h5py (dtype= conversions, block= splitting, security cases made
+ *    on the fly), round trips h5.read -> h5.write checked by h5py (values,
+ *    attributes, chunks, gzip, shuffle), TABLE output, and that a failed
+ *    write leaves no file and no temporary.
+ *  - conformance: every dataset of ../shared/conformance/hdf5/{jhdf,
+ *    generated} is read and compared element by element with the values
+ *    h5py/numpy give (tests/h5_reference.py dumps them); datasets h5py
+ *    cannot read, or that h5.read must refuse, must fail with a message
+ *    naming the file and the cause. The CVE proof-of-concept files run in a
+ *    child process each: every one must end with a result or a clean error;
+ *    a crash or a hang is tolerated only for the files on the known-crash
+ *    list (crashes inside libhdf5 1.10.8 itself, see docs/hdf5.md).
+ *
+ * The reference values come from h5py, never from sluice's own output.
+ */
+#include "test.h"
+#include "sluice.h"
+#include "sluice_io.h"
+#include "sluice_stages.h"
+
+#include "../io/h5_internal.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <hdf5.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* ====================================================================== */
+/* helpers                                                                 */
+
+static char *xasprintf(const char *fmt, ...) SL_PRINTF(1, 2);
+static char *xasprintf(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  ASSERT(n >= 0);
+  char *s = malloc((size_t)n + 1);
+  ASSERT(s);
+  va_start(ap, fmt);
+  vsnprintf(s, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  return s;
+}
+
+static char *make_tmpdir(void) {
+  char *t = xasprintf("/tmp/sl-h5-XXXXXX");
+  ASSERT(mkdtemp(t));
+  return t;
+}
+
+static void rm_tree(char *dir) {
+  char *cmd = xasprintf("rm -rf '%s'", dir);
+  ASSERT_EQ(system(cmd), 0);
+  free(cmd);
+  free(dir);
+}
+
+static int dir_count(const char *dir) {
+  DIR *d = opendir(dir);
+  ASSERT(d);
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+  closedir(d);
+  return n;
+}
+
+static bool exists(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0;
+}
+
+static char *shared_dir(const char *sub) {
+  const char *d = getenv("SLUICE_SHARED");
+  if (!d) SL__FAIL("SLUICE_SHARED is not set: run through ctest");
+  char *p = xasprintf("%s/conformance/hdf5/%s", d, sub);
+  if (!exists(p)) SL__FAIL("missing %s", p);
+  return p;
+}
+
+/* Runs a Python snippet with Debian's python3 (h5py, numpy). */
+static void python(const char *code) {
+  char path[] = "/tmp/sl-h5-py-XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT(fd >= 0);
+  ASSERT_EQ(write(fd, code, strlen(code)), (ssize_t)strlen(code));
+  close(fd);
+  char *cmd = xasprintf("/usr/bin/python3 %s", path);
+  int st = system(cmd);
+  unlink(path);
+  free(cmd);
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) SL__FAIL("python failed:\n%s", code);
+}
+
+/* ====================================================================== */
+/* a capturing sink: assembles the whole array from the items             */
+
+static struct capture {
+  pthread_mutex_t mu;
+  bool assemble;
+  unsigned char *buf;
+  size_t buf_size;
+  sl_dtype dtype;
+  uint32_t ndim;
+  uint64_t whole[SL_MAX_DIMS];
+  uint64_t items, elements, last_origin0;
+  sl_run *run;         /* cancel after cancel_after items (0: never) */
+  uint64_t cancel_after;
+  bool bad;            /* an item disagreed with the first one */
+} cap = {PTHREAD_MUTEX_INITIALIZER, 0, NULL, 0, 0, 0, {0}, 0, 0, 0, NULL, 0, 0};
+
+static void cap_reset(bool assemble) {
+  free(cap.buf);
+  cap.buf = NULL;
+  cap.buf_size = 0;
+  cap.assemble = assemble;
+  cap.items = cap.elements = cap.last_origin0 = 0;
+  cap.ndim = 0;
+  cap.dtype = SL_DT_NONE;
+  cap.run = NULL;
+  cap.cancel_after = 0;
+  cap.bad = false;
+}
+
+static void cap_place(const sl_array_desc *a, const unsigned char *data) {
+  size_t es = sl_dtype_size(a->dtype);
+  uint64_t n = 1;
+  for (uint32_t d = 0; d < a->ndim; d++) n *= a->shape[d];
+  uint64_t idx[SL_MAX_DIMS] = {0};
+  for (uint64_t i = 0; i < n; i++) {
+    uint64_t src = 0, dst = 0;
+    for (uint32_t d = 0; d < a->ndim; d++) {
+      src += idx[d] * (uint64_t)a->strides[d];
+      dst = dst * a->whole[d] + a->origin[d] + idx[d];
+    }
+    ASSERT((dst + 1) * es <= cap.buf_size);
+    memcpy(cap.buf + dst * es, data + src, es);
+    for (int d = (int)a->ndim - 1; d >= 0; d--) {
+      if (++idx[d] < a->shape[d]) break;
+      idx[d] = 0;
+    }
+  }
+}
+
+static int cap_process(sl_worker *w, sl_item *in, sl_item **out) {
+  (void)w;
+  *out = NULL;
+  ASSERT_EQ(in->payload.kind, SL_KIND_ARRAY);
+  const sl_array_desc *a = &in->payload.u.array;
+  pthread_mutex_lock(&cap.mu);
+  if (cap.items == 0) {
+    cap.dtype = a->dtype;
+    cap.ndim = a->ndim;
+    uint64_t n = 1;
+    for (uint32_t d = 0; d < a->ndim; d++) n *= (cap.whole[d] = a->whole[d]);
+    if (cap.assemble) {
+      cap.buf_size = (size_t)n * sl_dtype_size(a->dtype);
+      cap.buf = calloc(cap.buf_size + 1, 1);
+      ASSERT(cap.buf);
+    }
+  } else if (a->dtype != cap.dtype || a->ndim != cap.ndim) {
+    cap.bad = true;
+  }
+  uint64_t n = 1;
+  for (uint32_t d = 0; d < a->ndim; d++) n *= a->shape[d];
+  if (cap.assemble && n) cap_place(a, in->payload.data);
+  cap.items++;
+  cap.elements += n;
+  if (a->ndim && a->origin[0] > cap.last_origin0) cap.last_origin0 = a->origin[0];
+  if (cap.cancel_after && cap.items == cap.cancel_after) sl_run_cancel(cap.run);
+  pthread_mutex_unlock(&cap.mu);
+  return 0;
+}
+
+static const sl_stage_def capture_def = {
+    .name = "capture", .summary = "test sink", .exec = SL_EXEC_SERIAL,
+    .in_kind = SL_KIND_ARRAY, .out_kind = SL_KIND_NONE, .flags = SL_STAGE_SINK,
+    .process = cap_process};
+
+/* ====================================================================== */
+/* running                                                                 */
+
+typedef struct outcome {
+  int rc;
+  char *errors; /* "item: stage: message\n" per failure, and parse errors */
+  uint64_t failed;
+} outcome;
+
+static void append(char **s, const char *add) {
+  size_t a = *s ? strlen(*s) : 0, b = strlen(add);
+  *s = realloc(*s, a + b + 1);
+  ASSERT(*s);
+  memcpy(*s + a, add, b + 1);
+}
+
+/* Runs pipeline text (h5.decode is inserted by the parser). */
+static outcome run_text(const char *text, unsigned threads) {
+  outcome o = {0, NULL, 0};
+  append(&o.errors, "");
+  sl_registry *reg;
+  ASSERT_OK(sl_registry_create(&reg));
+  ASSERT_OK(sl_io_register_all(reg));
+  (void)sl_stages_register_all(reg);
+  ASSERT_OK(sl_registry_add(reg, &capture_def));
+  sl_pipeline *p;
+  ASSERT_OK(sl_pipeline_create(&p, reg));
+  o.rc = sl_pipeline_parse(p, "t.pipe", text, strlen(text), NULL, 0);
+  if (o.rc < 0) {
+    append(&o.errors, sl_pipeline_errors(p));
+  } else {
+    sl_run_options opt;
+    sl_run_options_init(&opt);
+    opt.threads = threads;
+    opt.progress = SL_PROGRESS_OFF;
+    sl_run *run;
+    ASSERT_OK(sl_run_create(&run, p, &opt));
+    cap.run = run;
+    o.rc = sl_run_execute(run);
+    o.failed = sl_run_items_failed(run);
+    for (size_t i = 0; i < sl_run_failure_count(run); i++) {
+      const char *it, *st, *msg;
+      ASSERT_OK(sl_run_failure(run, i, &it, &st, &msg));
+      char *line = xasprintf("%s: %s: %s\n", it, st, msg);
+      append(&o.errors, line);
+      free(line);
+    }
+    sl_run_destroy(run);
+    cap.run = NULL;
+  }
+  sl_pipeline_destroy(p);
+  sl_registry_destroy(reg);
+  return o;
+}
+
+/* h5.read FILE DATASET [extra params] ! capture */
+static outcome read_ds(const char *file, const char *dataset, const char *extra,
+                       bool assemble) {
+  cap_reset(assemble);
+  char *text = xasprintf("h5.read file='%s' dataset='%s' %s ! capture", file,
+                         dataset, extra ? extra : "");
+  outcome o = run_text(text, 2);
+  free(text);
+  return o;
+}
+
+/* Elementwise equality; floats: both NaN, or the same bits. */
+static bool same_values(const unsigned char *a, const unsigned char *b, size_t n,
+                        sl_dtype t, size_t *at) {
+  size_t es = sl_dtype_size(t);
+  for (size_t i = 0; i < n; i++) {
+    if (memcmp(a + i * es, b + i * es, es) == 0) continue;
+    if (t == SL_DT_F32) {
+      float x, y;
+      memcpy(&x, a + i * 4, 4);
+      memcpy(&y, b + i * 4, 4);
+      if (isnan(x) && isnan(y)) continue;
+    } else if (t == SL_DT_F64) {
+      double x, y;
+      memcpy(&x, a + i * 8, 8);
+      memcpy(&y, b + i * 8, 8);
+      if (isnan(x) && isnan(y)) continue;
+    }
+    *at = i;
+    return false;
+  }
+  return true;
+}
+
+static char *read_file(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  ASSERT(f);
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *s = malloc((size_t)n + 1);
+  ASSERT(s);
+  ASSERT_EQ(fread(s, 1, (size_t)n, f), (size_t)n);
+  fclose(f);
+  s[n] = '\0';
+  *len = (size_t)n;
+  return s;
+}
+
+/* ====================================================================== */
+/* unit: conversion                                                        */
+
+TEST(convert_exact_or_error) {
+  double d[4] = {1.9, -2.9, 127.0, 128.0};
+  int8_t i8[4];
+  size_t bad = 99;
+  ASSERT_EQ(sl__h5_convert(i8, SL_DT_I8, d, SL_DT_F64, false, 3, &bad), 0);
+  ASSERT_EQ(i8[0], 1);
+  ASSERT_EQ(i8[1], -2);
+  ASSERT_EQ(i8[2], 127);
+  ASSERT_EQ(sl__h5_convert(i8, SL_DT_I8, d, SL_DT_F64, false, 4, &bad), 1);
+  ASSERT_EQ(bad, 3);
+  double nanv[1] = {NAN};
+  ASSERT_EQ(sl__h5_convert(i8, SL_DT_I8, nanv, SL_DT_F64, false, 1, &bad), 1);
+  uint64_t big[1] = {UINT64_MAX};
+  int64_t i64[1];
+  ASSERT_EQ(sl__h5_convert(i64, SL_DT_I64, big, SL_DT_U64, false, 1, &bad), 1);
+  int16_t neg[1] = {-1};
+  uint16_t u16[1];
+  ASSERT_EQ(sl__h5_convert(u16, SL_DT_U16, neg, SL_DT_I16, false, 1, &bad), 1);
+  /* Byte swap: big-endian 0x0102 is 258. */
+  unsigned char be[2] = {1, 2};
+  int32_t i32[1];
+  ASSERT_EQ(sl__h5_convert(i32, SL_DT_I32, be, SL_DT_I16, true, 1, &bad), 0);
+  ASSERT_EQ(i32[0], 258);
+  uint64_t u = UINT64_MAX;
+  double f;
+  ASSERT_EQ(sl__h5_convert(&f, SL_DT_F64, &u, SL_DT_U64, false, 1, &bad), 0);
+  ASSERT(f == 18446744073709551615.0);
+}
+
+/* ====================================================================== */
+/* unit: files made here                                                   */
+
+TEST(dtype_and_block) {
+  char *dir = make_tmpdir();
+  char *code = xasprintf(
+      "import h5py, numpy as np\n"
+      "with h5py.File('%s/a.h5','w') as f:\n"
+      "  f['c3'] = np.arange(5*40*30, dtype='>i4').reshape(5,40,30) - 3000\n"
+      "  f.create_dataset('g', data=np.linspace(-3,3,1000).reshape(100,10),\n"
+      "                   chunks=(7,3), compression='gzip', shuffle=True)\n"
+      "  f['big'] = np.array([1, 300], dtype='<u2')\n",
+      dir);
+  python(code);
+  free(code);
+  char *file = xasprintf("%s/a.h5", dir);
+  /* Contiguous 5x40x30 int32 in 4 KiB blocks: a 4800-byte row does not
+   * fit, so blocks are whole rows of axis 1 (34 rows of 120 bytes). */
+  outcome o = read_ds(file, "/c3", "block=4096 dtype=float64", true);
+  ASSERT_STREQ(o.errors, "");
+  ASSERT_EQ(cap.dtype, SL_DT_F64);
+  ASSERT_EQ(cap.items, 10);
+  for (int i = 0; i < 6000; i++) {
+    double v;
+    memcpy(&v, cap.buf + 8 * i, 8);
+    if (v != i - 3000) SL__FAIL("element %d: %g", i, v);
+  }
+  free(o.errors);
+  /* Chunked gzip+shuffle with edge chunks, to int8: exact values fit
+   * after truncation toward zero. */
+  o = read_ds(file, "/g", "dtype=int8", true);
+  ASSERT_STREQ(o.errors, "");
+  ASSERT_EQ(cap.items, 15 * 4);
+  for (int i = 0; i < 1000; i++) {
+    double x = -3.0 + 6.0 * i / 999.0;
+    if ((int8_t)cap.buf[i] != (int8_t)trunc(x)) SL__FAIL("element %d", i);
+  }
+  free(o.errors);
+  /* 300 does not fit uint8: an error naming the element. */
+  o = read_ds(file, "/big", "dtype=uint8", true);
+  ASSERT_CONTAINS(o.errors, "element [1]: value does not fit uint8");
+  free(o.errors);
+  free(file);
+  rm_tree(dir);
+}
+
+TEST(security_links_and_storage) {
+  char *dir = make_tmpdir();
+  char *code = xasprintf(
+      "import h5py, numpy as np, os\n"
+      "d='%s'\n"
+      "os.mkdir(d+'/in'); os.mkdir(d+'/out')\n"
+      "with h5py.File(d+'/out/secret.h5','w') as f: f['x'] = np.arange(4)\n"
+      "with h5py.File(d+'/in/ok.h5','w') as f: f['x'] = np.arange(6)\n"
+      "with h5py.File(d+'/in/a.h5','w') as f:\n"
+      "  f['inside'] = h5py.ExternalLink('ok.h5', '/x')\n"
+      "  f['outside'] = h5py.ExternalLink('../out/secret.h5', '/x')\n"
+      "  f['absolute'] = h5py.ExternalLink(d+'/out/secret.h5', '/x')\n"
+      "  f.create_dataset('efile', (4,), dtype='<i8', external=[('/etc/hostname', 0, 32)])\n",
+      dir);
+  python(code);
+  free(code);
+  char *file = xasprintf("%s/in/a.h5", dir);
+  outcome o = read_ds(file, "/inside", NULL, true);
+  ASSERT_STREQ(o.errors, "");
+  ASSERT_EQ(cap.elements, 6);
+  free(o.errors);
+  const char *refused[] = {"/outside", "/absolute", "/efile"};
+  for (int i = 0; i < 3; i++) {
+    o = read_ds(file, refused[i], NULL, true);
+    ASSERT_CONTAINS(o.errors, "refused");
+    ASSERT_CONTAINS(o.errors, "outside the input's folder");
+    ASSERT_CONTAINS(o.errors, file);
+    ASSERT_EQ(cap.items, 0);
+    free(o.errors);
+  }
+  free(file);
+  rm_tree(dir);
+}
+
+/* ====================================================================== */
+/* unit: writing                                                           */
+
+TEST(roundtrip_read_write) {
+  char *dir = make_tmpdir();
+  char *code = xasprintf(
+      "import h5py, numpy as np\n"
+      "with h5py.File('%s/src.h5','w') as f:\n"
+      "  x = np.sin(np.arange(300*70, dtype='f8')).reshape(300,70)\n"
+      "  d = f.create_dataset('g/x', data=x, chunks=(64,32), compression='gzip')\n"
+      "  d.attrs['units'] = 'K'\n"
+      "  d.attrs['scale'] = np.array([1.5, 2.5])\n"
+      "  d.attrs['n'] = np.int32(7)\n"
+      "  d.attrs['label'] = np.bytes_(b'fixed')\n",
+      dir);
+  python(code);
+  free(code);
+  char *text = xasprintf(
+      "h5.read file=%s/src.h5 dataset=/g/x ! h5.write file=%s/out.h5 "
+      "dataset=/y/z compress=gzip level=6 shuffle=true\n", dir, dir);
+  outcome o = run_text(text, 2);
+  ASSERT_STREQ(o.errors, "");
+  ASSERT_EQ(o.rc, 0);
+  free(o.errors);
+  free(text);
+  /* Unaligned chunks and no compression: the H5Dwrite path. */
+  text = xasprintf(
+      "h5.read file=%s/src.h5 dataset=/g/x ! h5.write file=%s/out2.h5 "
+      "dataset=/z chunks=100,70 compress=none\n", dir, dir);
+  o = run_text(text, 2);
+  ASSERT_STREQ(o.errors, "");
+  free(o.errors);
+  free(text);
+  code = xasprintf(
+      "import h5py, numpy as np\n"
+      "s = h5py.File('%s/src.h5','r')['g/x']\n"
+      "for name, path, chunks, comp, shuf in [('out.h5','/y/z',(64,32),'gzip',True),\n"
+      "                                       ('out2.h5','/z',(100,70),None,False)]:\n"
+      "  d = h5py.File('%s/'+name,'r')[path]\n"
+      "  assert d.dtype == np.float64 and d.shape == (300,70), (d.dtype, d.shape)\n"
+      "  assert np.array_equal(d[()], s[()])\n"
+      "  assert d.chunks == chunks, d.chunks\n"
+      "  assert d.compression == comp and d.shuffle == shuf\n"
+      "  assert sorted(d.attrs) == ['label','n','scale','units'], sorted(d.attrs)\n"
+      "  assert d.attrs['units'] == 'K' and d.attrs['n'] == 7\n"
+      "  assert list(d.attrs['scale']) == [1.5, 2.5] and d.attrs['label'] == b'fixed'\n",
+      dir, dir);
+  python(code);
+  free(code);
+  ASSERT_EQ(dir_count(dir), 3); /* src, out, out2: no temporaries left */
+  rm_tree(dir);
+}
+
+TEST(write_failure_leaves_nothing) {
+  char *dir = make_tmpdir();
+  char *src = shared_dir("generated/corrupt_gzip_chunk.h5");
+  /* One chunk is corrupt: the others arrive, the dataset is incomplete,
+   * so nothing may be written. */
+  char *text = xasprintf("h5.read file=%s dataset=/gzip_shuffle_f8 ! "
+                         "h5.write file=%s/out.h5 dataset=/d\n", src, dir);
+  outcome o = run_text(text, 2);
+  ASSERT_NE(o.rc, 0);
+  ASSERT_CONTAINS(o.errors, "invalid zlib stream");
+  ASSERT_CONTAINS(o.errors, "not written");
+  ASSERT_EQ(dir_count(dir), 0);
+  free(o.errors);
+  free(text);
+  free(src);
+  rm_tree(dir);
+}
+
+TEST(write_tables) {
+  char *dir = make_tmpdir();
+  char *csv = xasprintf("%s/t.csv", dir);
+  FILE *f = fopen(csv, "w");
+  ASSERT(f);
+  fputs("k,x\nb,1.5\na,2\nb,3\n", f);
+  fclose(f);
+  char *text = xasprintf("csv.read file=%s ! csv.parse ! h5.write file=%s/t.h5 "
+                         "dataset=/res\n", csv, dir);
+  outcome o = run_text(text, 2);
+  ASSERT_STREQ(o.errors, "");
+  free(o.errors);
+  char *code = xasprintf(
+      "import h5py, numpy as np\n"
+      "g = h5py.File('%s/t.h5','r')['res']\n"
+      "assert sorted(g) == ['k','x'], sorted(g)\n"
+      "assert [s.decode() for s in g['k'][()]] == ['b','a','b']\n"
+      "assert list(g['x'][()]) == [1.5, 2.0, 3.0]\n", dir);
+  python(code);
+  free(code);
+  free(text);
+  free(csv);
+  rm_tree(dir);
+}
+
+/* ====================================================================== */
+/* conformance                                                             */
+
+/* Expectations that differ from what h5py does (policy). */
+static const struct override {
+  const char *file, *dataset, *expect;
+} overrides[] = {
+    /* h5py read /etc/hostname through these: h5.read must refuse. */
+    {"external_storage.h5", "/absolute_outside", "refused"},
+    {"external_storage.h5", "/dotdot_outside", "refused"},
+    /* h5py resolves against the CWD and fails; h5.read uses the file's
+     * folder (values 0..15 checked in the test below). */
+    {"external_storage.h5", "/relative_ok", NULL},
+};
+
+static const char *override_for(const char *file, const char *ds, bool *found) {
+  *found = false;
+  const char *base = strrchr(file, '/') ? strrchr(file, '/') + 1 : file;
+  for (size_t i = 0; i < sizeof overrides / sizeof overrides[0]; i++)
+    if (!strcmp(base, overrides[i].file) && !strcmp(ds, overrides[i].dataset)) {
+      *found = true;
+      return overrides[i].expect;
+    }
+  return NULL;
+}
+
+static void check_ok(char **f) {
+  size_t len;
+  char *want = read_file(f[5], &len);
+  sl_dtype t;
+  ASSERT_EQ(sl__h5_dtype_from_choice(0), SL_DT_NONE);
+  outcome o = read_ds(f[1], f[2], NULL, true);
+  if (o.errors[0]) SL__FAIL("%s %s: %s", f[1], f[2], o.errors);
+  ASSERT(!cap.bad);
+  t = cap.dtype;
+  if (strcmp(sl_dtype_name(t), f[3]) != 0)
+    SL__FAIL("%s %s: dtype %s, h5py %s", f[1], f[2], sl_dtype_name(t), f[3]);
+  size_t es = sl_dtype_size(t), at = 0;
+  if (len != cap.elements * es || len != cap.buf_size)
+    SL__FAIL("%s %s: %zu bytes, h5py %zu", f[1], f[2], (size_t)(cap.elements * es), len);
+  if (!same_values(cap.buf, (unsigned char *)want, len / es, t, &at))
+    SL__FAIL("%s %s: element %zu differs from h5py", f[1], f[2], at);
+  free(want);
+  free(o.errors);
+}
+
+static void check_error(const char *file, const char *ds, const char *what) {
+  outcome o = read_ds(file, ds, NULL, false);
+  if (o.rc == 0 || !o.errors[0]) SL__FAIL("%s %s: expected an error (%s)", file, ds, what);
+  if (what && strcmp(what, "-") != 0 && !strstr(o.errors, what))
+    SL__FAIL("%s %s: error does not mention '%s':\n%s", file, ds, what, o.errors);
+  if (!strstr(o.errors, file)) SL__FAIL("error does not name the file:\n%s", o.errors);
+  free(o.errors);
+}
+
+/* Compares every dataset of the files in `sub` with h5py. */
+static void conformance_set(const char *sub, const char *glob) {
+  char *base = shared_dir(sub), *tmp = make_tmpdir();
+  char *cmd = xasprintf("cd '%s' && /usr/bin/python3 '%s/tests/h5_reference.py' "
+                        "'%s' %s > '%s/list.tsv'", base, getenv("SLUICE_SOURCE_DIR"),
+                        tmp, glob, tmp);
+  ASSERT_EQ(system(cmd), 0);
+  free(cmd);
+  char *list = xasprintf("%s/list.tsv", tmp);
+  size_t len;
+  char *text = read_file(list, &len);
+  int n_ok = 0, n_err = 0;
+  for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+    char *f[6] = {0};
+    int k = 0;
+    for (char *p = line; k < 6 && p; k++) {
+      f[k] = p;
+      p = strchr(p, '\t');
+      if (p) *p++ = '\0';
+    }
+    char *file = xasprintf("%s/%s", base, f[1]);
+    bool found;
+    const char *ov = override_for(file, f[2], &found);
+    if (found && ov) {
+      check_error(file, f[2], ov);
+      n_err++;
+    } else if (found) {
+      /* checked by its own test */
+    } else if (!strcmp(f[0], "ok")) {
+      f[1] = file;
+      check_ok(f);
+      n_ok++;
+    } else if (!strcmp(f[0], "empty")) {
+      outcome o = read_ds(file, f[2], NULL, true);
+      ASSERT_STREQ(o.errors, "");
+      ASSERT_EQ(cap.items, 1);
+      ASSERT_EQ(cap.elements, 0);
+      free(o.errors);
+    } else if (!strcmp(f[0], "error")) {
+      check_error(file, f[2], f[3]);
+      n_err++;
+    } else if (!strcmp(f[0], "openerror")) {
+      check_error(file, "/any", strstr(f[3], "h5clear") ? "h5clear -s" : NULL);
+      n_err++;
+    }
+    free(file);
+  }
+  fprintf(stderr, "%s: %d datasets equal to h5py, %d clean errors\n", sub, n_ok, n_err);
+  ASSERT(n_ok > 0);
+  free(text);
+  free(list);
+  free(base);
+  rm_tree(tmp);
+}
+
+/* Two halves of the jhdf files, each a few seconds. */
+TEST(conformance_jhdf_a) { conformance_set("jhdf", "[!t]*.hdf5 test_[a-l]*.hdf5"); }
+TEST(conformance_jhdf_b) { conformance_set("jhdf", "test_[m-z]*.hdf5 *.hdf5bad"); }
+
+TEST(conformance_generated) {
+  conformance_set("generated", "*.h5");
+  /* Policy cases of MANIFEST.json that are links, not datasets. */
+  char *f = shared_dir("generated/groups_and_links.h5");
+  check_error(f, "/ext_escape", "refused");
+  check_error(f, "/dangling", "cannot open");
+  check_error(f, "/ext_missing", "refused");
+  check_error(f, "/missing_dataset", "doesn't exist");
+  check_error(f, "/a/b", "is a group, not a dataset");
+  free(f);
+  /* External raw data next to the file, resolved against its folder. */
+  f = shared_dir("generated/external_storage.h5");
+  outcome o = read_ds(f, "/relative_ok", NULL, true);
+  ASSERT_STREQ(o.errors, "");
+  for (int i = 0; i < 16; i++) {
+    int32_t v;
+    memcpy(&v, cap.buf + 4 * i, 4);
+    ASSERT_EQ(v, i);
+  }
+  free(o.errors);
+  free(f);
+  /* One corrupt chunk fails one item; the other 79 arrive. */
+  f = shared_dir("generated/corrupt_gzip_chunk.h5");
+  o = read_ds(f, "/gzip_shuffle_f8", NULL, false);
+  ASSERT_EQ(o.failed, 1);
+  ASSERT_EQ(cap.items, 79);
+  ASSERT_CONTAINS(o.errors, "deflate: invalid zlib stream");
+  free(o.errors);
+  free(f);
+}
+
+TEST(conformance_huge) {
+  /* 2,147,483,700 uint8 elements: counters must be 64-bit. */
+  char *f = shared_dir("jhdf/tiny_huge_1d_over_maxint.hdf5");
+  outcome o = read_ds(f, "/huge_1d", NULL, false);
+  ASSERT_STREQ(o.errors, "");
+  ASSERT_EQ(cap.items, 513);
+  ASSERT(cap.elements == UINT64_C(2147483700));
+  ASSERT(cap.last_origin0 == UINT64_C(2147483648));
+  ASSERT(cap.whole[0] == UINT64_C(2147483700));
+  free(o.errors);
+  free(f);
+  /* 1 TiB of fill values: streams in bounded memory; stopped after 40
+   * items (of 1,048,576). */
+  f = shared_dir("generated/huge_sparse.h5");
+  cap_reset(false);
+  cap.cancel_after = 40;
+  char *text = xasprintf("h5.read file=%s dataset=/one_tib_int8 ! capture", f);
+  o = run_text(text, 2);
+  ASSERT_EQ(o.rc, SL_ECANCELED);
+  ASSERT(cap.items >= 40 && cap.items < 1000);
+  ASSERT(cap.whole[0] == UINT64_C(1099511627776));
+  free(o.errors);
+  free(text);
+  free(f);
+}
+
+/* Files on which libhdf5 1.10.8 itself crashes (SIGSEGV/SIGABRT) or hangs,
+ * per the conformance README; see docs/hdf5.md. */
+static const char *const known_crash[] = {
+    "cve-2018-11205.h5", "cve-2018-13867.h5", "cve-2018-13871.h5",
+    "cve-2018-13875.h5", "cve-2018-14031.h5", "cve-2018-15671.h5",
+    "cve-2018-16438.h5", "cve-2019-9152.h5",  "cve-2024-32609.h5",
+    "cve-2024-32615.h5", "cve-2024-33877.h5", "cve-2025-6269-1.h5",
+    /* Not in the README's list (its harness stopped at an earlier error):
+     * SIGSEGV in memcpy under H5Dopen2 -> H5O_msg_read; `h5ls -r` crashes
+     * on it too. */
+    "cve-2021-46243.h5",
+    /* Likewise: SIGFPE in H5T_copy under H5Dopen2 of /BAG_root/tracking_list
+     * (`h5ls -r` dies the same way). */
+    "cve-2021-46244.h5",
+};
+
+static bool is_known_crash(const char *name) {
+  for (size_t i = 0; i < sizeof known_crash / sizeof known_crash[0]; i++)
+    if (!strcmp(name, known_crash[i])) return true;
+  return false;
+}
+
+static herr_t collect_cb(hid_t g, const char *name, const H5L_info_t *info, void *op) {
+  (void)g;
+  char **names = op;
+  for (int i = 0; i < 6; i++)
+    if (!names[i]) {
+      names[i] = xasprintf("/%s", name);
+      return info->type == H5L_TYPE_HARD ? 0 : 0;
+    }
+  return 1;
+}
+
+/* In the child: reads up to 6 objects of the file; every outcome must be
+ * a result or an error naming the file. Exit 0 when so. */
+static void cve_child(const char *path) {
+  alarm(2); /* a hang ends as SIGALRM */
+  char *names[6] = {0};
+  sl__h5_lock();
+  hid_t fid = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (fid >= 0) {
+    H5Lvisit(fid, H5_INDEX_NAME, H5_ITER_INC, collect_cb, names);
+    H5Fclose(fid);
+  }
+  H5Eclear2(H5E_DEFAULT);
+  sl__h5_unlock();
+  if (!names[0]) names[0] = xasprintf("/");
+  for (int i = 0; i < 6 && names[i]; i++) {
+    outcome o = read_ds(path, names[i], NULL, false);
+    if (o.rc != 0 && !strstr(o.errors, path)) {
+      fprintf(stderr, "%s %s: error without the file name: %s\n", path, names[i], o.errors);
+      _exit(3);
+    }
+    free(o.errors);
+  }
+  _exit(0);
+}
+
+/* Under AddressSanitizer (uninstrumented libhdf5, instrumented malloc and
+ * memcpy), libhdf5's own out-of-bounds accesses on hostile files become
+ * reports. True when the log holds one whose first frame outside the
+ * sanitizer runtime is in libhdf5: a libhdf5 bug, not ours. */
+static bool asan_in_libhdf5(const char *log) {
+  size_t len;
+  if (!exists(log)) return false;
+  char *text = read_file(log, &len), *at = strstr(text, "ERROR: AddressSanitizer");
+  bool hdf5 = false;
+  for (char *l = at ? strstr(at, "\n    #") : NULL; l; l = strstr(l + 1, "\n    #")) {
+    char *end = strchr(l + 1, '\n');
+    size_t n = end ? (size_t)(end - l) : strlen(l);
+    char line[600];
+    snprintf(line, sizeof line, "%.*s", (int)(n < 599 ? n : 599), l);
+    if (strstr(line, "libsanitizer") || strstr(line, "__interceptor")) continue;
+    hdf5 = strstr(line, "libhdf5") != NULL;
+    break;
+  }
+  free(text);
+  return hdf5;
+}
+
+/* Half `half` (0 or 1) of the files, by name order parity, so that each
+ * ctest case stays within a few seconds. */
+static void cve_pocs(int half) {
+  char *dir = shared_dir("cve-pocs");
+  DIR *d = opendir(dir);
+  ASSERT(d);
+  struct dirent *e;
+  int files = 0, tolerated = 0;
+  char *unexpected = NULL;
+  append(&unexpected, "");
+  while ((e = readdir(d))) {
+    if (strncmp(e->d_name, "cve-", 4) && strncmp(e->d_name, "unknown-", 8)) continue;
+    /* readdir order is not sorted but is stable for one folder; parity
+     * of a hash of the name splits the set the same way every time. */
+    unsigned hsh = 0;
+    for (const char *c = e->d_name; *c; c++) hsh = hsh * 31 + (unsigned char)*c;
+    if ((int)(hsh & 1) != half) continue;
+    char *path = xasprintf("%s/%s", dir, e->d_name);
+    fflush(stderr);
+    char *log = xasprintf("/tmp/sl-h5-cve-%d.log", (int)getpid());
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+      int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+      if (fd >= 0) dup2(fd, 2);
+      cve_child(path);
+    }
+    int st;
+    ASSERT_EQ(waitpid(pid, &st, 0), pid);
+    files++;
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
+      /* fine: results or clean errors */
+    } else if (asan_in_libhdf5(log)) {
+      tolerated++;
+      fprintf(stderr, "libhdf5 memory error caught by ASan: %s\n", e->d_name);
+    } else if (is_known_crash(e->d_name)) {
+      tolerated++;
+      fprintf(stderr, "known libhdf5 crash: %s (%s %d)\n", e->d_name,
+              WIFSIGNALED(st) ? "signal" : "exit",
+              WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+    } else {
+      char *line = xasprintf("  %s: %s %d\n", e->d_name,
+                             WIFSIGNALED(st) ? "signal" : "exit",
+                             WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+      append(&unexpected, line);
+      free(line);
+    }
+    unlink(log);
+    free(log);
+    free(path);
+  }
+  closedir(d);
+  fprintf(stderr, "%d CVE files, %d known libhdf5 crashes tolerated\n", files, tolerated);
+  if (unexpected[0]) SL__FAIL("crashed or hung, not on the known-crash list:\n%s", unexpected);
+  free(unexpected);
+  ASSERT(files > 40);
+  free(dir);
+}
+
+TEST(conformance_cve_pocs_a) { cve_pocs(0); }
+TEST(conformance_cve_pocs_b) { cve_pocs(1); }
+
+static const sl_test_case cases[] = {
+    SL_CASE(convert_exact_or_error, "unit"),
+    SL_CASE(dtype_and_block, "unit"),
+    SL_CASE(security_links_and_storage, "unit"),
+    SL_CASE(roundtrip_read_write, "unit"),
+    SL_CASE(write_failure_leaves_nothing, "unit"),
+    SL_CASE(write_tables, "unit"),
+    SL_CASE(conformance_jhdf_a, "conformance"),
+    SL_CASE(conformance_jhdf_b, "conformance"),
+    SL_CASE(conformance_generated, "conformance"),
+    SL_CASE(conformance_huge, "conformance"),
+    SL_CASE(conformance_cve_pocs_a, "conformance"),
+    SL_CASE(conformance_cve_pocs_b, "conformance"),
+};
+SL_TEST_MAIN(cases)
