@@ -527,9 +527,7 @@ int sl__csv_out_write(sl__csv_out *o, sl_worker *w, uint64_t seq,
 /* Per worker from finish(): the last one publishes the file.
  * @return 0 or an error (described). */
 int sl__csv_out_finish(sl__csv_out *o, sl_worker *w);
-/* open(): refuses a distributed run where this sink would see only this
- * rank's share of the items (sl_worker_sees_all). @return 0 or SL_ESTAGE. */
-int sl__csv_out_open_check(sl_worker *w);
+
 /* Per worker from close(): the last one removes an unpublished temporary
  * and resets the state for another run. */
 void sl__csv_out_close(sl__csv_out *o, sl_worker *w);

@@ -377,15 +377,6 @@ static int out_publish(sl__csv_out *o, sl_worker *w) {
   return rc;
 }
 
-int sl__csv_out_open_check(sl_worker *w) {
-  if (sl_worker_sees_all(w)) return 0;
-  return sl_worker_errorf(w, "rank %u of %u sees only its share of the "
-                          "items, and one output file cannot be written by "
-                          "every rank: put groupby, aggregate or reduce before "
-                          "it, or run without mpirun",
-                          sl_worker_rank(w), sl_worker_ranks(w));
-}
-
 int sl__csv_out_finish(sl__csv_out *o, sl_worker *w) {
   pthread_mutex_lock(&o->mu);
   int rc = 0;
@@ -499,7 +490,7 @@ static int cw_process(sl_worker *w, sl_item *in, sl_item **out) {
 }
 
 static int cw_open(sl_worker *w, void **local) {
-  int rc = sl__csv_out_open_check(w);
+  int rc = sl__io_single_output_check(w);
   if (rc < 0) return rc;
   cw_local *L = calloc(1, sizeof *L);
   if (!L) return SL_ENOMEM;

@@ -655,6 +655,8 @@ static int rd_produce(sl_worker *w, sl_item **out) {
       return rc;
     }
   }
+  /* Distributed runs: skip the tiles of other ranks without reading them. */
+  while (!R->done && R->seq < R->total && !sl_worker_owns(w, R->seq)) advance(R);
   if (R->done || R->seq >= R->total) return SL_DONE;
   unsigned before = R->failed_in_row;
   int rc = R->raw && !R->empty ? raw_item(R, out) : plain_item(R, out);

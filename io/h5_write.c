@@ -556,6 +556,8 @@ static void wr_close(sl_worker *w) {
 }
 
 static int wr_open(sl_worker *w, void **local) {
+  int rc = sl__io_single_output_check(w);
+  if (rc < 0) return rc;
   const wr_params *p = sl_worker_params(w);
   wr_local *L = calloc(1, sizeof *L);
   if (!L) return SL_ENOMEM;

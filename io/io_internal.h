@@ -89,4 +89,10 @@ void sl__npy_reader_close(sl__npy_reader *R);
 /* Check-time test that `path` names a readable file. */
 int sl__npy_check_file(sl_stage *st, const char *path);
 
+/* open() of a sink that writes all items into one output (csv.write,
+ * json.write, npy.write, h5.write): refuses a distributed run where it
+ * would see only this rank's share (sl_worker_sees_all), naming the stage.
+ * @return 0 or SL_ESTAGE. */
+int sl__io_single_output_check(sl_worker *w);
+
 #endif

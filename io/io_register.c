@@ -73,3 +73,12 @@ const char *sl__io_format_size(uint64_t bytes, char *buf, size_t len) {
   snprintf(buf, len, "%.1f %s", v, units[u]);
   return buf;
 }
+
+int sl__io_single_output_check(sl_worker *w) {
+  if (sl_worker_sees_all(w)) return 0;
+  return sl_worker_errorf(w, "rank %u of %u sees only its share of the items, "
+                          "and one output file cannot be written by every "
+                          "rank: put groupby, aggregate or reduce before it, "
+                          "or run without mpirun",
+                          sl_worker_rank(w), sl_worker_ranks(w));
+}

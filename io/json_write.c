@@ -143,7 +143,7 @@ static int jw_process(sl_worker *w, sl_item *in, sl_item **out) {
 }
 
 static int jw_open(sl_worker *w, void **local) {
-  int rc = sl__csv_out_open_check(w);
+  int rc = sl__io_single_output_check(w);
   if (rc < 0) return rc;
   sl__csv_text *t = calloc(1, sizeof *t);
   if (!t) return SL_ENOMEM;

@@ -357,9 +357,8 @@ static int nw_process(sl_worker *w, sl_item *in, sl_item **out) {
 }
 
 static int nw_open(sl_worker *w, void **local) {
-  (void)w;
   *local = NULL;
-  return 0;
+  return sl__io_single_output_check(w);
 }
 
 static int nw_finish(sl_worker *w) {

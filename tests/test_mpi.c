@@ -280,7 +280,55 @@ TEST(reduce_identical_for_any_rank_count) {
   free(d);
 }
 
+/* pipelines/h5_stats.pipe: the result file is byte-identical for 1 and 2
+ * threads and 1, 2 and 3 ranks, on a shuffle+gzip dataset of 16 chunks
+ * (made by h5py). */
+TEST(h5_stats_identical_for_threads_and_ranks) {
+  char *d = tf_mkdtemp("sluice-mpi");
+  char cmd[1024];
+  snprintf(cmd, sizeof cmd,
+           "cd '%s' && /usr/bin/python3 -c \"import h5py, numpy as np\n"
+           "r = np.random.default_rng(5)\n"
+           "f = h5py.File('x.h5', 'w')\n"
+           "f.create_dataset('t', data=r.normal(3.0, 2.0, (512, 300)), chunks=(32, 300),"
+           " compression='gzip', shuffle=True)\"",
+           d);
+  if (tf_sh(cmd) != 0) SL__FAIL("cannot make the test file (python3-h5py installed?)");
+  char src[1024];
+  snprintf(src, sizeof src, "%s/pipelines/h5_stats.pipe", env_or_fail("SLUICE_SOURCE_DIR"));
+  char args[1400], p[512];
+  snprintf(args, sizeof args, "'%s' in=x.h5 dataset=/t out=r0.json --threads 1", src);
+  ASSERT_EQ(sluice_np(d, 0, args), 0);
+  snprintf(p, sizeof p, "%s/r0.json", d);
+  char *want = tf_slurp(p);
+  ASSERT(want && strstr(want, "\"count\": 153600"));
+  for (int np = 0; np <= 3; np++) {
+    snprintf(args, sizeof args, "'%s' in=x.h5 dataset=/t out=r%d.json --threads %d", src,
+             np + 10, np == 0 ? 2 : 1);
+    int rc = sluice_np(d, np, args);
+    snprintf(p, sizeof p, "%s/err.txt", d);
+    char *err = tf_slurp(p);
+    if (rc != 0) SL__FAIL("-np %d: exit %d\n%s", np, rc, err ? err : "");
+    free(err);
+    snprintf(p, sizeof p, "%s/r%d.json", d, np + 10);
+    char *got = tf_slurp(p);
+    ASSERT(got);
+    ASSERT_STREQ(got, want);
+    free(got);
+  }
+  free(want);
+  /* One output file cannot be written by every rank. */
+  snprintf(args, sizeof args, "'%s/pipelines/h5_map.pipe' in=x.h5 dataset=/t out=y.h5 "
+           "out_dataset=y expr=x", env_or_fail("SLUICE_SOURCE_DIR"));
+  ASSERT(sluice_np(d, 2, args) != 0);
+  snprintf(p, sizeof p, "%s/y.h5", d);
+  ASSERT(!tf_exists(p));
+  tf_rmtree(d);
+  free(d);
+}
+
 static const sl_test_case cases[] = {
+    SL_CASE(h5_stats_identical_for_threads_and_ranks, "e2e,mpi"),
     SL_CASE(reduce_identical_for_any_rank_count, "e2e,mpi"),
     SL_CASE(two_passes_share_captured_values, "e2e,mpi"),
     SL_CASE(groupby_identical_for_any_rank_count, "e2e,mpi"),
