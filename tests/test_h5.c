@@ -184,7 +184,7 @@ static int cap_process(sl_worker *w, sl_item *in, sl_item **out) {
 }
 
 static const sl_stage_def capture_def = {
-    .name = "capture", .summary = "test sink", .exec = SL_EXEC_SERIAL,
+    .name = "test.capture", .summary = "test sink", .exec = SL_EXEC_SERIAL,
     .in_kind = SL_KIND_ARRAY, .out_kind = SL_KIND_NONE, .flags = SL_STAGE_SINK,
     .process = cap_process};
 
@@ -243,11 +243,11 @@ static outcome run_text(const char *text, unsigned threads) {
   return o;
 }
 
-/* h5.read FILE DATASET [extra params] ! capture */
+/* h5.read FILE DATASET [extra params] ! test.capture */
 static outcome read_ds(const char *file, const char *dataset, const char *extra,
                        bool assemble) {
   cap_reset(assemble);
-  char *text = xasprintf("h5.read file='%s' dataset='%s' %s ! capture", file,
+  char *text = xasprintf("h5.read file='%s' dataset='%s' %s ! test.capture", file,
                          dataset, extra ? extra : "");
   outcome o = run_text(text, 2);
   free(text);
@@ -661,7 +661,7 @@ TEST(conformance_huge) {
   f = shared_dir("generated/huge_sparse.h5");
   cap_reset(false);
   cap.cancel_after = 40;
-  char *text = xasprintf("h5.read file=%s dataset=/one_tib_int8 ! capture", f);
+  char *text = xasprintf("h5.read file=%s dataset=/one_tib_int8 ! test.capture", f);
   o = run_text(text, 2);
   ASSERT_EQ(o.rc, SL_ECANCELED);
   ASSERT(cap.items >= 40 && cap.items < 1000);
