@@ -120,6 +120,32 @@ int sl_png_decoder_decode(sl_png_decoder *dec, const void *buf, size_t len,
 int sl_png_decode_libpng(const void *buf, size_t len, const sl_png_info *info,
                          void *dst, char *err, size_t errlen);
 
+/* Unfiltering kernels (png_unfilter.c), shared with the tests so that each
+ * SIMD level is checked against libpng on the machine that runs them. */
+enum {
+  SL_PNG_SIMD_C = 0,    /* portable C only */
+  SL_PNG_SIMD_SSE2 = 1, /* x86-64 baseline: pixels of 3..8 bytes */
+  SL_PNG_SIMD_SSE41 = 2 /* + 4-pixel blocks and row pairs for 3/4 bytes */
+};
+/* @return the highest level this CPU runs (a run-time check). */
+int sl_png_simd_best(void);
+/* Decodes with at most `level` (SL_PNG_SIMD_*; the CPU's best is used when
+ * level is higher). For tests and benchmarks; a new decoder uses the best. */
+void sl_png_decoder_set_simd(sl_png_decoder *dec, int level);
+/* Reconstructs one row of n bytes with filter `type` (0..4) from in into
+ * out (which may equal in); prior is the reconstructed row above (zeros
+ * for a first row); bpp is the filter distance (bytes per pixel, >= 1). */
+void sl_png_unfilter_row(int simd, uint8_t *out, const uint8_t *in,
+                         const uint8_t *prior, size_t n, unsigned bpp,
+                         unsigned type);
+/* Two consecutive rows at once: in0 -> out0 above which is prior, then
+ * in1 -> out1 above which is out0. Same bytes as two sl_png_unfilter_row()
+ * calls; out0/out1 may equal in0/in1 but must not overlap otherwise. */
+void sl_png_unfilter_rows2(int simd, uint8_t *out0, const uint8_t *in0,
+                           uint8_t *out1, const uint8_t *in1,
+                           const uint8_t *prior, size_t n, unsigned bpp,
+                           unsigned t0, unsigned t1);
+
 /* ======================================================================
  * Encode (png_write.c) -- declarations below this line belong to the
  * encoder.

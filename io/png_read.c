@@ -42,10 +42,6 @@
 #include <string.h>
 #include <zlib.h>
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
-
 #include "png_internal.h"
 #include "sluice.h"
 
@@ -491,6 +487,7 @@ typedef struct fast_dec {
   unsigned out_px; /* output bytes per pixel */
   int conv;
   int has_key;
+  int simd;            /* SL_PNG_SIMD_* level of the unfilter kernels */
   uint16_t key[3];     /* tRNS colour key */
   uint8_t lut[256][4]; /* palette RGBA, or grey level of a low-depth sample */
 } fast_dec;
@@ -610,184 +607,6 @@ static void convert_row(const fast_dec *d, const uint8_t *src, uint32_t n,
   }
 }
 
-/* ---------------------------------------------------------------------
- * Fast path: unfiltering. `out` may equal `in` (in-place); `prior` is the
- * previous reconstructed row (all zeros for a pass's first row).
- * --------------------------------------------------------------------- */
-
-static void unfilter_sub(uint8_t *out, const uint8_t *in, size_t n,
-                         unsigned bpp) {
-  for (size_t i = 0; i < bpp && i < n; i++) out[i] = in[i];
-  for (size_t i = bpp; i < n; i++) out[i] = (uint8_t)(in[i] + out[i - bpp]);
-}
-
-static void unfilter_up(uint8_t *out, const uint8_t *in, const uint8_t *prior,
-                        size_t n) {
-  for (size_t i = 0; i < n; i++) out[i] = (uint8_t)(in[i] + prior[i]);
-}
-
-static void unfilter_avg(uint8_t *out, const uint8_t *in, const uint8_t *prior,
-                         size_t n, unsigned bpp) {
-  for (size_t i = 0; i < bpp && i < n; i++)
-    out[i] = (uint8_t)(in[i] + (prior[i] >> 1));
-  for (size_t i = bpp; i < n; i++)
-    out[i] = (uint8_t)(in[i] + ((out[i - bpp] + prior[i]) >> 1));
-}
-
-static inline uint8_t paeth(int a, int b, int c) {
-  int pa = abs(b - c), pb = abs(a - c), pc = abs(a + b - 2 * c);
-  if (pa <= pb && pa <= pc) return (uint8_t)a;
-  return (uint8_t)(pb <= pc ? b : c);
-}
-
-static void unfilter_paeth(uint8_t *out, const uint8_t *in,
-                                  const uint8_t *prior, size_t n,
-                                  unsigned bpp) {
-  for (size_t i = 0; i < bpp && i < n; i++)
-    out[i] = (uint8_t)(in[i] + prior[i]);
-  for (size_t i = bpp; i < n; i++)
-    out[i] = (uint8_t)(in[i] + paeth(out[i - bpp], prior[i], prior[i - bpp]));
-}
-
-#if defined(__SSE2__)
-/* The SSE2 filters work on one whole pixel (3, 4, 6 or 8 bytes) at a time:
- * the chain from pixel to pixel is serial, the bytes of one pixel are not.
- * Each helper is inlined with bpp a compile-time constant (see the switches
- * below), so moving a pixel is a plain load or store, not a memcpy call. */
-#define PX_INLINE static inline __attribute__((always_inline))
-
-/* Odd sizes are loaded and stored in two pieces assembled in a register: a
- * memcpy of 3 or 6 bytes to or from a local goes through the stack and
- * stalls store forwarding on every pixel. */
-PX_INLINE __m128i load8(const uint8_t *p, unsigned bpp) {
-  uint32_t lo;
-  uint16_t lo16, hi16;
-  uint64_t v;
-  switch (bpp) {
-  case 3:
-    memcpy(&lo16, p, 2);
-    return _mm_cvtsi32_si128((int)(lo16 | (uint32_t)p[2] << 16));
-  case 4: memcpy(&lo, p, 4); return _mm_cvtsi32_si128((int)lo);
-  case 6:
-    memcpy(&lo, p, 4);
-    memcpy(&hi16, p + 4, 2);
-    return _mm_cvtsi64_si128((long long)(lo | (uint64_t)hi16 << 32));
-  default: memcpy(&v, p, 8); return _mm_cvtsi64_si128((long long)v);
-  }
-}
-
-PX_INLINE void store8(uint8_t *p, __m128i v, unsigned bpp) {
-  uint64_t u = (uint64_t)_mm_cvtsi128_si64(v);
-  uint32_t lo = (uint32_t)u;
-  uint16_t lo16 = (uint16_t)u, hi16 = (uint16_t)(u >> 32);
-  switch (bpp) {
-  case 3: memcpy(p, &lo16, 2); p[2] = (uint8_t)(u >> 16); break;
-  case 4: memcpy(p, &lo, 4); break;
-  case 6: memcpy(p, &lo, 4); memcpy(p + 4, &hi16, 2); break;
-  default: memcpy(p, &u, 8); break;
-  }
-}
-
-/* A pixel widened to 16-bit lanes. */
-PX_INLINE __m128i load_wide(const uint8_t *p, unsigned bpp) {
-  return _mm_unpacklo_epi8(load8(p, bpp), _mm_setzero_si128());
-}
-
-PX_INLINE void store_wide(uint8_t *p, __m128i v, unsigned bpp) {
-  store8(p, _mm_packus_epi16(v, v), bpp);
-}
-
-PX_INLINE __m128i abs16(__m128i x) {
-  return _mm_max_epi16(x, _mm_sub_epi16(_mm_setzero_si128(), x));
-}
-
-PX_INLINE void sub_px(uint8_t *out, const uint8_t *in, size_t n,
-                      unsigned bpp) {
-  __m128i a = _mm_setzero_si128();
-  for (size_t i = 0; i + bpp <= n; i += bpp) {
-    a = _mm_add_epi8(a, load8(in + i, bpp));
-    store8(out + i, a, bpp);
-  }
-}
-
-PX_INLINE void avg_px(uint8_t *out, const uint8_t *in, const uint8_t *prior,
-                      size_t n, unsigned bpp) {
-  __m128i a = _mm_setzero_si128(), mask = _mm_set1_epi16(0xff);
-  for (size_t i = 0; i + bpp <= n; i += bpp) {
-    __m128i b = load_wide(prior + i, bpp), x = load_wide(in + i, bpp);
-    a = _mm_and_si128(_mm_add_epi16(x, _mm_srli_epi16(_mm_add_epi16(a, b), 1)),
-                      mask);
-    store_wide(out + i, a, bpp);
-  }
-}
-
-/* Paeth, branch-free: pick a where pa <= pb and pa <= pc, else b where
- * pb <= pc, else c (the spec's tie order). */
-PX_INLINE void paeth_px(uint8_t *out, const uint8_t *in, const uint8_t *prior,
-                        size_t n, unsigned bpp) {
-  __m128i a = _mm_setzero_si128(), c = _mm_setzero_si128();
-  const __m128i one = _mm_set1_epi16(1), mask = _mm_set1_epi16(0xff);
-  for (size_t i = 0; i + bpp <= n; i += bpp) {
-    __m128i b = load_wide(prior + i, bpp), x = load_wide(in + i, bpp);
-    __m128i pa = abs16(_mm_sub_epi16(b, c)), pb = abs16(_mm_sub_epi16(a, c));
-    __m128i pc = abs16(_mm_sub_epi16(_mm_add_epi16(a, b), _mm_add_epi16(c, c)));
-    __m128i use_a = _mm_and_si128(_mm_cmplt_epi16(pa, _mm_add_epi16(pb, one)),
-                                  _mm_cmplt_epi16(pa, _mm_add_epi16(pc, one)));
-    __m128i use_b = _mm_cmplt_epi16(pb, _mm_add_epi16(pc, one));
-    __m128i pred = _mm_or_si128(_mm_and_si128(use_b, b), _mm_andnot_si128(use_b, c));
-    pred = _mm_or_si128(_mm_and_si128(use_a, a), _mm_andnot_si128(use_a, pred));
-    a = _mm_and_si128(_mm_add_epi16(x, pred), mask);
-    store_wide(out + i, a, bpp);
-    c = b;
-  }
-}
-
-/* Runs filter helper `px` with bpp as a constant for every pixel size >= 3
- * that PNG has (RGB8, RGBA8 / GA16, RGB16, RGBA16). */
-#define PX_DISPATCH(px, ...)                                                   \
-  switch (bpp) {                                                               \
-  case 3: px(__VA_ARGS__, 3); break;                                           \
-  case 4: px(__VA_ARGS__, 4); break;                                           \
-  case 6: px(__VA_ARGS__, 6); break;                                           \
-  default: px(__VA_ARGS__, 8); break;                                          \
-  }
-
-static void unfilter_sub_sse2(uint8_t *out, const uint8_t *in, size_t n,
-                              unsigned bpp) {
-  PX_DISPATCH(sub_px, out, in, n)
-}
-
-static void unfilter_avg_sse2(uint8_t *out, const uint8_t *in,
-                              const uint8_t *prior, size_t n, unsigned bpp) {
-  PX_DISPATCH(avg_px, out, in, prior, n)
-}
-
-static void unfilter_paeth_sse2(uint8_t *out, const uint8_t *in,
-                                const uint8_t *prior, size_t n, unsigned bpp) {
-  PX_DISPATCH(paeth_px, out, in, prior, n)
-}
-#endif
-
-/* Reconstructs one row; `type` is 0..4. SSE2 takes pixels of 3+ bytes. */
-static void unfilter_row(uint8_t *out, const uint8_t *in, const uint8_t *prior,
-                         size_t n, unsigned bpp, unsigned type) {
-#if defined(__SSE2__)
-  if (bpp >= 3 && type != 0 && type != 2) {
-    if (type == 1) unfilter_sub_sse2(out, in, n, bpp);
-    else if (type == 3) unfilter_avg_sse2(out, in, prior, n, bpp);
-    else unfilter_paeth_sse2(out, in, prior, n, bpp);
-    return;
-  }
-#endif
-  switch (type) {
-  case 0: if (out != in) memcpy(out, in, n); break;
-  case 1: unfilter_sub(out, in, n, bpp); break;
-  case 2: unfilter_up(out, in, prior, n); break;
-  case 3: unfilter_avg(out, in, prior, n, bpp); break;
-  default: unfilter_paeth(out, in, prior, n, bpp); break;
-  }
-}
-
 static int bad_filter(const sl_png_info *info, int pass, uint32_t y,
                       unsigned type, char *err, size_t errlen) {
   if (pass < 0)
@@ -802,6 +621,26 @@ static int bad_filter(const sl_png_info *info, int pass, uint32_t y,
  * Fast path: rows and passes
  * --------------------------------------------------------------------- */
 
+/* Reconstructs the next one or two rows: in points at a filter byte, rows
+ * follow at rb + 1 bytes, their outputs at out, out + ostride (in place when
+ * out == in + 1 and ostride == rb + 1). Two rows go together when both
+ * types are valid (the kernels interleave them); row y + 1's bad type is
+ * reported by the next call. @return rows done (1 or 2) or SL_EFORMAT. */
+static int unfilter_step(const fast_dec *d, const uint8_t *in, uint8_t *out,
+                         size_t ostride, const uint8_t *prior, size_t rb,
+                         uint32_t left, int pass, uint32_t y, char *err,
+                         size_t errlen) {
+  unsigned t0 = in[0];
+  if (t0 > 4) return bad_filter(d->info, pass, y, t0, err, errlen);
+  if (left >= 2 && in[rb + 1] <= 4) {
+    sl_png_unfilter_rows2(d->simd, out, in + 1, out + ostride, in + rb + 2,
+                          prior, rb, d->bpp, t0, in[rb + 1]);
+    return 2;
+  }
+  sl_png_unfilter_row(d->simd, out, in + 1, prior, rb, d->bpp, t0);
+  return 1;
+}
+
 /* Non-interlaced, raw format == output format (up to byte order): unfilter
  * from the inflated buffer straight into dst, the previous dst row being the
  * prior row. 16-bit rows stay big-endian until the next row has used them. */
@@ -811,18 +650,20 @@ static int decode_direct(const fast_dec *d, const uint8_t *raw,
   const sl_png_info *info = d->info;
   size_t rb = info->stride, samples = rb / 2;
   const uint8_t *prior = zero;
-  for (uint32_t y = 0; y < info->height; y++) {
-    const uint8_t *in = raw + (size_t)y * (rb + 1);
-    uint8_t *out = dst + (size_t)y * info->stride;
-    if (in[0] > 4) return bad_filter(info, -1, y, in[0], err, errlen);
-    unfilter_row(out, in + 1, prior, rb, d->bpp, in[0]);
-    if (d->conv == CONV_SWAP16 && y > 0)
-      swap16(out - info->stride, samples, out - info->stride);
-    prior = out;
+  for (uint32_t y = 0; y < info->height;) {
+    uint8_t *out = dst + (size_t)y * rb;
+    int k = unfilter_step(d, raw + (size_t)y * (rb + 1), out, rb, prior, rb,
+                          info->height - y, -1, y, err, errlen);
+    if (k < 0) return k;
+    /* rows y-1 .. y+k-2 are no longer anyone's prior */
+    for (uint32_t r = y ? y - 1 : 0; d->conv == CONV_SWAP16 && r + 1 < y + k; r++)
+      swap16(dst + (size_t)r * rb, samples, dst + (size_t)r * rb);
+    prior = out + (size_t)(k - 1) * rb;
+    y += (uint32_t)k;
   }
   if (d->conv == CONV_SWAP16)
-    swap16(dst + (size_t)(info->height - 1) * info->stride, samples,
-           dst + (size_t)(info->height - 1) * info->stride);
+    swap16(dst + (size_t)(info->height - 1) * rb, samples,
+           dst + (size_t)(info->height - 1) * rb);
   return 0;
 }
 
@@ -859,16 +700,19 @@ static int decode_pass(const fast_dec *d, uint8_t *raw, int p,
   pass_size(d->info, p, &pw, &ph);
   size_t rb = row_bytes(pw, d->bits);
   const uint8_t *prior = zero;
-  for (uint32_t y = 0; y < ph && pw > 0; y++) {
+  for (uint32_t y = 0; y < ph && pw > 0;) {
     uint8_t *row = raw + (size_t)y * (rb + 1);
-    if (row[0] > 4) return bad_filter(d->info, p, y, row[0], err, errlen);
-    unfilter_row(row + 1, row + 1, prior, rb, d->bpp, row[0]);
-    prior = row + 1;
-    if (p < 0) {
-      convert_row(d, row + 1, pw, dst + (size_t)y * d->info->stride);
-    } else {
-      convert_row(d, row + 1, pw, tmp);
-      scatter(d, tmp, pw, p, y, dst);
+    int k = unfilter_step(d, row, row + 1, rb + 1, prior, rb, ph - y, p, y,
+                          err, errlen);
+    if (k < 0) return k;
+    for (int j = 0; j < k; j++, y++, row += rb + 1) {
+      if (p < 0) {
+        convert_row(d, row + 1, pw, dst + (size_t)y * d->info->stride);
+      } else {
+        convert_row(d, row + 1, pw, tmp);
+        scatter(d, tmp, pw, p, y, dst);
+      }
+      prior = row + 1;
     }
   }
   return 0;
@@ -995,6 +839,7 @@ struct sl_png_decoder {
   uint8_t *idat; /* IDAT payloads concatenated (when there are several) */
   size_t idat_cap;
   size_t retain;
+  int simd; /* unfilter kernels: SL_PNG_SIMD_*, the CPU's best by default */
 };
 
 sl_png_decoder *sl_png_decoder_create(size_t retain_bytes) {
@@ -1006,7 +851,13 @@ sl_png_decoder *sl_png_decoder_create(size_t retain_bytes) {
     return NULL;
   }
   dec->retain = retain_bytes;
+  dec->simd = sl_png_simd_best();
   return dec;
+}
+
+void sl_png_decoder_set_simd(sl_png_decoder *dec, int level) {
+  int best = sl_png_simd_best();
+  if (dec) dec->simd = level < 0 ? 0 : level > best ? best : level;
 }
 
 void sl_png_decoder_destroy(sl_png_decoder *dec) {
@@ -1102,6 +953,7 @@ static int fast_decode(sl_png_decoder *dec, const uint8_t *b,
   if (rc == 0) {
     fast_dec d;
     setup_fast(&d, info, sc);
+    d.simd = dec->simd;
     rc = unfilter_image(&d, raw, dst, err, errlen);
   }
   return rc;

@@ -1,0 +1,411 @@
+/*
+ * png_unfilter.c -- PNG row reconstruction (filter types None, Sub, Up,
+ * Average, Paeth) for the fast decoder in png_read.c: portable C, SSE2, and
+ * SSE4.1 kernels picked at run time.
+ *
+ * Where the time goes. Up and None are independent per byte and run at
+ * memory speed in any form. Sub, Average and Paeth are a serial chain: byte
+ * i needs the reconstructed byte i - bpp, so a row costs (pixels x latency
+ * of one step) however wide the machine is. Photos encoded by libpng mostly
+ * use Average or Paeth, and unfiltering was ~30% of decoding them.
+ *
+ * Levels (sl_png_simd_best() picks the highest the CPU has; tests force
+ * each one, so every level stays checked against libpng):
+ *  - C: byte loops, any bpp. The reference and the fallback.
+ *  - SSE2 (x86-64 baseline): one pixel of 3..8 bytes per step in 16-bit
+ *    lanes, so the bytes of a pixel go together; bpp 1 and 2 stay in C.
+ *  - SSE4.1 (run-time check): for 3- and 4-byte pixels (RGB8, RGBA8, GA16)
+ *    a block of 4 pixels is loaded and stored at once (pshufb spreads RGB
+ *    into RGBx), and two consecutive rows are reconstructed together: row
+ *    y+1 runs one block behind row y in the upper half of the same
+ *    registers, its "up" neighbour being row y's block that was just
+ *    computed (still in a register). Both chains advance in one step, so a
+ *    row pair costs about what one row cost. Rows whose type is None or Up
+ *    go alone (they need no chain); so does a pair whose rows are shorter
+ *    than 8 pixels.
+ * Every kernel computes exactly the spec's arithmetic (mod 256, Paeth's tie
+ * order a, b, c), so all levels give identical bytes.
+ *
+ * Aliasing: `out` may equal `in` (the decoder unfilters in place when rows
+ * need a conversion afterwards); every block is loaded before it is stored
+ * and stores cover exactly the block's bytes.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "png_internal.h"
+
+#if defined(__x86_64__) && defined(__SSE2__) && defined(__GNUC__)
+#define SL_PNG_X86 1
+#include <emmintrin.h>
+#include <smmintrin.h> /* used only inside target("sse4.1") functions */
+#include <tmmintrin.h>
+#endif
+
+int sl_png_simd_best(void) {
+#if SL_PNG_X86
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("sse4.1") ? SL_PNG_SIMD_SSE41
+                                          : SL_PNG_SIMD_SSE2;
+#else
+  return SL_PNG_SIMD_C;
+#endif
+}
+
+/* ---------------------------------------------------------------------
+ * Portable C
+ * --------------------------------------------------------------------- */
+
+static inline uint8_t paeth(int a, int b, int c) {
+  int pa = abs(b - c), pb = abs(a - c), pc = abs(a + b - 2 * c);
+  if (pa <= pb && pa <= pc) return (uint8_t)a;
+  return (uint8_t)(pb <= pc ? b : c);
+}
+
+/* Reconstructs bytes [from, n) of a row whose bytes before `from` are done
+ * (the tails the vector kernels leave, or whole rows when from = 0). */
+static void c_range(uint8_t *out, const uint8_t *in, const uint8_t *prior,
+                    size_t from, size_t n, unsigned bpp, unsigned type) {
+  size_t i = from;
+  switch (type) {
+  case 0:
+    if (out != in) memmove(out + i, in + i, n - i);
+    break;
+  case 1:
+    for (; i < bpp && i < n; i++) out[i] = in[i];
+    for (; i < n; i++) out[i] = (uint8_t)(in[i] + out[i - bpp]);
+    break;
+  case 2:
+    for (; i < n; i++) out[i] = (uint8_t)(in[i] + prior[i]);
+    break;
+  case 3:
+    for (; i < bpp && i < n; i++) out[i] = (uint8_t)(in[i] + (prior[i] >> 1));
+    for (; i < n; i++)
+      out[i] = (uint8_t)(in[i] + ((out[i - bpp] + prior[i]) >> 1));
+    break;
+  default:
+    for (; i < bpp && i < n; i++) out[i] = (uint8_t)(in[i] + prior[i]);
+    for (; i < n; i++)
+      out[i] = (uint8_t)(in[i] + paeth(out[i - bpp], prior[i], prior[i - bpp]));
+    break;
+  }
+}
+
+#if SL_PNG_X86
+/* ---------------------------------------------------------------------
+ * SSE2: one whole pixel (3, 4, 6 or 8 bytes) per step in 16-bit lanes.
+ * Each helper is inlined with bpp a compile-time constant (PX_DISPATCH),
+ * so moving a pixel is a plain load or store, not a memcpy call.
+ * --------------------------------------------------------------------- */
+#define PX_INLINE static inline __attribute__((always_inline))
+
+/* Odd sizes are loaded and stored in two pieces assembled in a register: a
+ * memcpy of 3 or 6 bytes to or from a local goes through the stack and
+ * stalls store forwarding on every pixel. */
+PX_INLINE __m128i load8(const uint8_t *p, unsigned bpp) {
+  uint32_t lo;
+  uint16_t lo16, hi16;
+  uint64_t v;
+  switch (bpp) {
+  case 3:
+    memcpy(&lo16, p, 2);
+    return _mm_cvtsi32_si128((int)(lo16 | (uint32_t)p[2] << 16));
+  case 4: memcpy(&lo, p, 4); return _mm_cvtsi32_si128((int)lo);
+  case 6:
+    memcpy(&lo, p, 4);
+    memcpy(&hi16, p + 4, 2);
+    return _mm_cvtsi64_si128((long long)(lo | (uint64_t)hi16 << 32));
+  default: memcpy(&v, p, 8); return _mm_cvtsi64_si128((long long)v);
+  }
+}
+
+PX_INLINE void store8(uint8_t *p, __m128i v, unsigned bpp) {
+  uint64_t u = (uint64_t)_mm_cvtsi128_si64(v);
+  uint32_t lo = (uint32_t)u;
+  uint16_t lo16 = (uint16_t)u, hi16 = (uint16_t)(u >> 32);
+  switch (bpp) {
+  case 3: memcpy(p, &lo16, 2); p[2] = (uint8_t)(u >> 16); break;
+  case 4: memcpy(p, &lo, 4); break;
+  case 6: memcpy(p, &lo, 4); memcpy(p + 4, &hi16, 2); break;
+  default: memcpy(p, &u, 8); break;
+  }
+}
+
+/* A pixel widened to 16-bit lanes. */
+PX_INLINE __m128i load_wide(const uint8_t *p, unsigned bpp) {
+  return _mm_unpacklo_epi8(load8(p, bpp), _mm_setzero_si128());
+}
+
+PX_INLINE void store_wide(uint8_t *p, __m128i v, unsigned bpp) {
+  store8(p, _mm_packus_epi16(v, v), bpp);
+}
+
+PX_INLINE __m128i abs16(__m128i x) {
+  return _mm_max_epi16(x, _mm_sub_epi16(_mm_setzero_si128(), x));
+}
+
+PX_INLINE void sub_px(uint8_t *out, const uint8_t *in, size_t n,
+                      unsigned bpp) {
+  __m128i a = _mm_setzero_si128();
+  for (size_t i = 0; i + bpp <= n; i += bpp) {
+    a = _mm_add_epi8(a, load8(in + i, bpp));
+    store8(out + i, a, bpp);
+  }
+}
+
+PX_INLINE void avg_px(uint8_t *out, const uint8_t *in, const uint8_t *prior,
+                      size_t n, unsigned bpp) {
+  __m128i a = _mm_setzero_si128(), mask = _mm_set1_epi16(0xff);
+  for (size_t i = 0; i + bpp <= n; i += bpp) {
+    __m128i b = load_wide(prior + i, bpp), x = load_wide(in + i, bpp);
+    a = _mm_and_si128(_mm_add_epi16(x, _mm_srli_epi16(_mm_add_epi16(a, b), 1)),
+                      mask);
+    store_wide(out + i, a, bpp);
+  }
+}
+
+/* Paeth, branch-free: pick a where pa <= pb and pa <= pc, else b where
+ * pb <= pc, else c (the spec's tie order). */
+PX_INLINE void paeth_px(uint8_t *out, const uint8_t *in, const uint8_t *prior,
+                        size_t n, unsigned bpp) {
+  __m128i a = _mm_setzero_si128(), c = _mm_setzero_si128();
+  const __m128i one = _mm_set1_epi16(1), mask = _mm_set1_epi16(0xff);
+  for (size_t i = 0; i + bpp <= n; i += bpp) {
+    __m128i b = load_wide(prior + i, bpp), x = load_wide(in + i, bpp);
+    __m128i pa = abs16(_mm_sub_epi16(b, c)), pb = abs16(_mm_sub_epi16(a, c));
+    __m128i pc = abs16(_mm_sub_epi16(_mm_add_epi16(a, b), _mm_add_epi16(c, c)));
+    __m128i use_a = _mm_and_si128(_mm_cmplt_epi16(pa, _mm_add_epi16(pb, one)),
+                                  _mm_cmplt_epi16(pa, _mm_add_epi16(pc, one)));
+    __m128i use_b = _mm_cmplt_epi16(pb, _mm_add_epi16(pc, one));
+    __m128i pred = _mm_or_si128(_mm_and_si128(use_b, b), _mm_andnot_si128(use_b, c));
+    pred = _mm_or_si128(_mm_and_si128(use_a, a), _mm_andnot_si128(use_a, pred));
+    a = _mm_and_si128(_mm_add_epi16(x, pred), mask);
+    store_wide(out + i, a, bpp);
+    c = b;
+  }
+}
+
+/* Runs filter helper `px` with bpp as a constant for every pixel size >= 3
+ * that PNG has (RGB8, RGBA8 / GA16, RGB16, RGBA16). */
+#define PX_DISPATCH(px, ...)                                                   \
+  switch (bpp) {                                                               \
+  case 3: px(__VA_ARGS__, 3); break;                                           \
+  case 4: px(__VA_ARGS__, 4); break;                                           \
+  case 6: px(__VA_ARGS__, 6); break;                                           \
+  default: px(__VA_ARGS__, 8); break;                                          \
+  }
+
+static void row_sse2(uint8_t *out, const uint8_t *in, const uint8_t *prior,
+                     size_t n, unsigned bpp, unsigned type) {
+  if (type == 1) PX_DISPATCH(sub_px, out, in, n)
+  else if (type == 3) PX_DISPATCH(avg_px, out, in, prior, n)
+  else PX_DISPATCH(paeth_px, out, in, prior, n)
+}
+
+/* ---------------------------------------------------------------------
+ * SSE4.1: blocks of 4 pixels of 3 or 4 bytes, one or two rows at a time.
+ * A pixel sits in 4 16-bit lanes (RGB gets a zero 4th lane); in the pair
+ * kernel lanes 0-3 hold row y and lanes 4-7 row y+1.
+ * --------------------------------------------------------------------- */
+#define V4 __attribute__((target("sse4.1")))
+#define V4_INLINE static inline __attribute__((always_inline, target("sse4.1")))
+
+/* Loads the 4 pixels at p (12 or 16 bytes, never more) widened: pixels 0,1
+ * in *lo, 2,3 in *hi. */
+V4_INLINE void load_blk(const uint8_t *p, unsigned P, __m128i *lo,
+                        __m128i *hi) {
+  if (P == 4) {
+    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+    *lo = _mm_unpacklo_epi8(v, _mm_setzero_si128());
+    *hi = _mm_unpackhi_epi8(v, _mm_setzero_si128());
+  } else {
+    uint32_t t;
+    memcpy(&t, p + 8, 4);
+    __m128i v = _mm_unpacklo_epi64(
+        _mm_loadl_epi64((const __m128i *)(const void *)p),
+        _mm_cvtsi32_si128((int)t));
+    *lo = _mm_shuffle_epi8(v, _mm_setr_epi8(0, -1, 1, -1, 2, -1, -1, -1, 3,
+                                            -1, 4, -1, 5, -1, -1, -1));
+    *hi = _mm_shuffle_epi8(v, _mm_setr_epi8(6, -1, 7, -1, 8, -1, -1, -1, 9,
+                                            -1, 10, -1, 11, -1, -1, -1));
+  }
+}
+
+/* Stores 4 pixels (lanes as load_blk gives them) to exactly 12 or 16 bytes. */
+V4_INLINE void store_blk(uint8_t *p, unsigned P, __m128i lo, __m128i hi) {
+  __m128i v = _mm_packus_epi16(lo, hi);
+  if (P == 4) {
+    _mm_storeu_si128((__m128i *)(void *)p, v);
+  } else {
+    v = _mm_shuffle_epi8(v, _mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13,
+                                          14, -1, -1, -1, -1));
+    _mm_storel_epi64((__m128i *)(void *)p, v);
+    uint32_t t = (uint32_t)_mm_cvtsi128_si32(_mm_srli_si128(v, 8));
+    memcpy(p + 8, &t, 4);
+  }
+}
+
+/* Paeth's predictor in 16-bit lanes; the two comparisons are those of the
+ * spec (pa <= pb && pa <= pc -> a; pb <= pc -> b; else c), written as
+ * "pa > min(pb, pc)" and "pb > pc". pa does not depend on a, so it is off
+ * the serial chain. */
+V4_INLINE __m128i paeth16(__m128i a, __m128i b, __m128i c) {
+  __m128i bc = _mm_sub_epi16(b, c), d = _mm_sub_epi16(a, c);
+  __m128i pa = _mm_abs_epi16(bc), pb = _mm_abs_epi16(d);
+  __m128i pc = _mm_abs_epi16(_mm_add_epi16(d, bc));
+  __m128i not_a = _mm_cmpgt_epi16(pa, _mm_min_epi16(pb, pc));
+  __m128i b_or_c = _mm_blendv_epi8(b, c, _mm_cmpgt_epi16(pb, pc));
+  return _mm_blendv_epi8(a, b_or_c, not_a);
+}
+
+/* The predictor of filter type t (1 Sub, 3 Average, 4 Paeth). */
+V4_INLINE __m128i pred(unsigned t, __m128i a, __m128i b, __m128i c) {
+  if (t == 1) return a;
+  if (t == 3) return _mm_srli_epi16(_mm_add_epi16(a, b), 1);
+  return paeth16(a, b, c);
+}
+
+/* One pixel step: x + predictor, mod 256. Lanes hold 0..255, so a byte add
+ * wraps the low byte and leaves the high byte 0. Types ta (lanes 0-3) and
+ * tb (lanes 4-7) are compile-time constants. */
+V4_INLINE __m128i step(unsigned ta, unsigned tb, __m128i a, __m128i b,
+                       __m128i c, __m128i x) {
+  __m128i p = pred(ta, a, b, c);
+  if (tb != ta) p = _mm_blend_epi16(p, pred(tb, a, b, c), 0xf0);
+  return _mm_add_epi8(x, p);
+}
+
+/* One row of type t (1, 3, 4), 4-pixel blocks, C for the tail. */
+V4_INLINE void row_k(uint8_t *out, const uint8_t *in, const uint8_t *prior,
+                     size_t n, unsigned P, unsigned t) {
+  size_t nb = n / P / 4;
+  __m128i a = _mm_setzero_si128(), c = _mm_setzero_si128();
+  for (size_t k = 0; k < nb; k++) {
+    __m128i xl, xh, bl, bh;
+    load_blk(in + 4 * P * k, P, &xl, &xh);
+    load_blk(prior + 4 * P * k, P, &bl, &bh);
+    __m128i b1 = _mm_srli_si128(bl, 8), b3 = _mm_srli_si128(bh, 8);
+    __m128i r0 = step(t, t, a, bl, c, xl);
+    __m128i r1 = step(t, t, r0, b1, bl, _mm_srli_si128(xl, 8));
+    __m128i r2 = step(t, t, r1, bh, b1, xh);
+    __m128i r3 = step(t, t, r2, b3, bh, _mm_srli_si128(xh, 8));
+    store_blk(out + 4 * P * k, P, _mm_unpacklo_epi64(r0, r1),
+              _mm_unpacklo_epi64(r2, r3));
+    a = r3;
+    c = b3;
+  }
+  c_range(out, in, prior, 4 * P * nb, n, P, t);
+}
+
+/* Rows A (in0 -> out0, above it `prior`) and B (in1 -> out1, above it
+ * out0), B one block behind A. In iteration k, lanes 0-3 do A's block k and
+ * lanes 4-7 B's block k-1, whose upper neighbours are A's block k-1 from
+ * the iteration before. At k = 0 B's lanes see only zeros and produce zeros
+ * (every predictor of zeros is 0), which is exactly the "left of pixel 0"
+ * state B needs at k = 1. Needs at least one whole block. */
+V4_INLINE void pair_k(uint8_t *out0, const uint8_t *in0, uint8_t *out1,
+                      const uint8_t *in1, const uint8_t *prior, size_t n,
+                      unsigned P, unsigned ta, unsigned tb) {
+  size_t nb = n / P / 4, blk = 4 * P;
+  const __m128i z = _mm_setzero_si128();
+  __m128i a = z, c = z, ul = z, uh = z; /* ul/uh: A's previous block */
+  for (size_t k = 0; k < nb; k++) {
+    __m128i xal, xah, bal, bah, xbl = z, xbh = z;
+    load_blk(in0 + blk * k, P, &xal, &xah);
+    load_blk(prior + blk * k, P, &bal, &bah);
+    if (k > 0) load_blk(in1 + blk * (k - 1), P, &xbl, &xbh);
+    __m128i b0 = _mm_unpacklo_epi64(bal, ul), b1 = _mm_unpackhi_epi64(bal, ul);
+    __m128i b2 = _mm_unpacklo_epi64(bah, uh), b3 = _mm_unpackhi_epi64(bah, uh);
+    __m128i r0 = step(ta, tb, a, b0, c, _mm_unpacklo_epi64(xal, xbl));
+    __m128i r1 = step(ta, tb, r0, b1, b0, _mm_unpackhi_epi64(xal, xbl));
+    __m128i r2 = step(ta, tb, r1, b2, b1, _mm_unpacklo_epi64(xah, xbh));
+    __m128i r3 = step(ta, tb, r2, b3, b2, _mm_unpackhi_epi64(xah, xbh));
+    ul = _mm_unpacklo_epi64(r0, r1);
+    uh = _mm_unpacklo_epi64(r2, r3);
+    store_blk(out0 + blk * k, P, ul, uh);
+    if (k > 0)
+      store_blk(out1 + blk * (k - 1), P, _mm_unpackhi_epi64(r0, r1),
+                _mm_unpackhi_epi64(r2, r3));
+    a = r3;
+    c = b3;
+  }
+  /* A's tail, then B's last block and tail (it needs A's tail above it). */
+  c_range(out0, in0, prior, blk * nb, n, P, ta);
+  c_range(out1, in1, out0, blk * (nb - 1), n, P, tb);
+}
+
+static V4 void row_v4(uint8_t *out, const uint8_t *in, const uint8_t *prior,
+                      size_t n, unsigned P, unsigned t) {
+  if (P == 3) {
+    if (t == 1) row_k(out, in, prior, n, 3, 1);
+    else if (t == 3) row_k(out, in, prior, n, 3, 3);
+    else row_k(out, in, prior, n, 3, 4);
+  } else {
+    if (t == 1) row_k(out, in, prior, n, 4, 1);
+    else if (t == 3) row_k(out, in, prior, n, 4, 3);
+    else row_k(out, in, prior, n, 4, 4);
+  }
+}
+
+/* Instantiates pair_k for each (type A, type B) with P constant. */
+#define PAIR_TB(P, TA)                                                         \
+  do {                                                                         \
+    if (tb == 1) pair_k(out0, in0, out1, in1, prior, n, P, TA, 1);             \
+    else if (tb == 3) pair_k(out0, in0, out1, in1, prior, n, P, TA, 3);        \
+    else pair_k(out0, in0, out1, in1, prior, n, P, TA, 4);                     \
+  } while (0)
+#define PAIR_TA(P)                                                             \
+  do {                                                                         \
+    if (ta == 1) PAIR_TB(P, 1);                                                \
+    else if (ta == 3) PAIR_TB(P, 3);                                           \
+    else PAIR_TB(P, 4);                                                        \
+  } while (0)
+
+static V4 void pair_v4(uint8_t *out0, const uint8_t *in0, uint8_t *out1,
+                       const uint8_t *in1, const uint8_t *prior, size_t n,
+                       unsigned P, unsigned ta, unsigned tb) {
+  if (P == 3) PAIR_TA(3);
+  else PAIR_TA(4);
+}
+#endif /* SL_PNG_X86 */
+
+/* ---------------------------------------------------------------------
+ * Dispatch
+ * --------------------------------------------------------------------- */
+
+/* Types with a serial chain: Sub, Average, Paeth. */
+static int chained(unsigned type) { return type == 1 || type >= 3; }
+
+void sl_png_unfilter_row(int simd, uint8_t *out, const uint8_t *in,
+                         const uint8_t *prior, size_t n, unsigned bpp,
+                         unsigned type) {
+#if SL_PNG_X86
+  if (chained(type) && simd >= SL_PNG_SIMD_SSE41 && (bpp == 3 || bpp == 4)) {
+    row_v4(out, in, prior, n, bpp, type);
+    return;
+  }
+  if (chained(type) && simd >= SL_PNG_SIMD_SSE2 && bpp >= 3) {
+    row_sse2(out, in, prior, n, bpp, type);
+    return;
+  }
+#else
+  (void)simd;
+#endif
+  c_range(out, in, prior, 0, n, bpp, type);
+}
+
+void sl_png_unfilter_rows2(int simd, uint8_t *out0, const uint8_t *in0,
+                           uint8_t *out1, const uint8_t *in1,
+                           const uint8_t *prior, size_t n, unsigned bpp,
+                           unsigned t0, unsigned t1) {
+#if SL_PNG_X86
+  if (simd >= SL_PNG_SIMD_SSE41 && (bpp == 3 || bpp == 4) && chained(t0) &&
+      chained(t1) && n >= 8 * bpp) {
+    pair_v4(out0, in0, out1, in1, prior, n, bpp, t0, t1);
+    return;
+  }
+#endif
+  sl_png_unfilter_row(simd, out0, in0, prior, n, bpp, t0);
+  sl_png_unfilter_row(simd, out1, in1, out0, n, bpp, t1);
+}
