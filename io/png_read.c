@@ -391,6 +391,12 @@ static int scan_file(const uint8_t *b, size_t len, uint64_t max_pixels,
                 "-bit channels), above max_bytes=%" PRIu64, stride *
                 info->height, info->width, info->height, info->channels,
                 info->depth, max_bytes);
+  /* Rows that need no conversion can be inflated into the output buffer
+   * itself and unfiltered in place (sl_png_decoder_decode_into). */
+  info->work_bytes = stride * info->height;
+  if (!info->interlace && info->bit_depth >= 8 && info->color_type != 3 &&
+      !sc->trns)
+    info->work_bytes += info->height;
   return 0;
 }
 
@@ -622,39 +628,47 @@ static int bad_filter(const sl_png_info *info, int pass, uint32_t y,
  * --------------------------------------------------------------------- */
 
 /* Reconstructs the next one or two rows: in points at a filter byte, rows
- * follow at rb + 1 bytes, their outputs at out, out + ostride (in place when
- * out == in + 1 and ostride == rb + 1). Two rows go together when both
- * types are valid (the kernels interleave them); row y + 1's bad type is
- * reported by the next call. @return rows done (1 or 2) or SL_EFORMAT. */
-static int unfilter_step(const fast_dec *d, const uint8_t *in, uint8_t *out,
-                         size_t ostride, const uint8_t *prior, size_t rb,
+ * follow at rb + 1 bytes, the outputs go to out0 and (second row) out1.
+ * Two rows go together when both types are valid (the kernels interleave
+ * them); row y + 1's bad type is reported by the next call.
+ * @return rows done (1 or 2) or SL_EFORMAT. */
+static int unfilter_step(const fast_dec *d, const uint8_t *in, uint8_t *out0,
+                         uint8_t *out1, const uint8_t *prior, size_t rb,
                          uint32_t left, int pass, uint32_t y, char *err,
                          size_t errlen) {
   unsigned t0 = in[0];
   if (t0 > 4) return bad_filter(d->info, pass, y, t0, err, errlen);
   if (left >= 2 && in[rb + 1] <= 4) {
-    sl_png_unfilter_rows2(d->simd, out, in + 1, out + ostride, in + rb + 2,
-                          prior, rb, d->bpp, t0, in[rb + 1]);
+    sl_png_unfilter_rows2(d->simd, out0, in + 1, out1, in + rb + 2, prior, rb,
+                          d->bpp, t0, in[rb + 1]);
     return 2;
   }
-  sl_png_unfilter_row(d->simd, out, in + 1, prior, rb, d->bpp, t0);
+  sl_png_unfilter_row(d->simd, out0, in + 1, prior, rb, d->bpp, t0);
   return 1;
 }
 
 /* Non-interlaced, raw format == output format (up to byte order): unfilter
- * from the inflated buffer straight into dst, the previous dst row being the
- * prior row. 16-bit rows stay big-endian until the next row has used them. */
+ * from the inflated rows into dst, the previous dst row being the prior row.
+ * 16-bit rows stay big-endian until the next row has used them.
+ * In place (raw == dst, inflated there by sl_png_decoder_decode_into): row
+ * y's input starts y + 1 bytes after its output, so reconstructing forward
+ * never overwrites input not yet read -- except that the second row of an
+ * interleaved pair would overwrite the tail of the first row's input; that
+ * row goes through `tmp` and is copied into place after the pair. */
 static int decode_direct(const fast_dec *d, const uint8_t *raw,
-                         const uint8_t *zero, uint8_t *dst, char *err,
-                         size_t errlen) {
+                         const uint8_t *zero, uint8_t *tmp, uint8_t *dst,
+                         char *err, size_t errlen) {
   const sl_png_info *info = d->info;
   size_t rb = info->stride, samples = rb / 2;
+  int inplace = raw == dst;
   const uint8_t *prior = zero;
   for (uint32_t y = 0; y < info->height;) {
     uint8_t *out = dst + (size_t)y * rb;
-    int k = unfilter_step(d, raw + (size_t)y * (rb + 1), out, rb, prior, rb,
+    int k = unfilter_step(d, raw + (size_t)y * (rb + 1), out,
+                          inplace ? tmp : out + rb, prior, rb,
                           info->height - y, -1, y, err, errlen);
     if (k < 0) return k;
+    if (inplace && k == 2) memcpy(out + rb, tmp, rb);
     /* rows y-1 .. y+k-2 are no longer anyone's prior */
     for (uint32_t r = y ? y - 1 : 0; d->conv == CONV_SWAP16 && r + 1 < y + k; r++)
       swap16(dst + (size_t)r * rb, samples, dst + (size_t)r * rb);
@@ -702,8 +716,8 @@ static int decode_pass(const fast_dec *d, uint8_t *raw, int p,
   const uint8_t *prior = zero;
   for (uint32_t y = 0; y < ph && pw > 0;) {
     uint8_t *row = raw + (size_t)y * (rb + 1);
-    int k = unfilter_step(d, row, row + 1, rb + 1, prior, rb, ph - y, p, y,
-                          err, errlen);
+    int k = unfilter_step(d, row, row + 1, row + rb + 2, prior, rb, ph - y, p,
+                          y, err, errlen);
     if (k < 0) return k;
     for (int j = 0; j < k; j++, y++, row += rb + 1) {
       if (p < 0) {
@@ -724,13 +738,13 @@ static int unfilter_image(const fast_dec *d, uint8_t *raw, uint8_t *dst,
   const sl_png_info *info = d->info;
   size_t rb = row_bytes(info->width, d->bits);
   uint8_t *zero = calloc(1, rb + 1);
-  uint8_t *tmp = info->interlace ? malloc(info->stride) : NULL;
+  uint8_t *tmp = malloc(info->stride > rb ? info->stride : rb);
   int rc = 0;
-  if (!zero || (info->interlace && !tmp)) {
+  if (!zero || !tmp) {
     rc = errf(err, errlen, SL_ENOMEM, "out of memory (row buffers)");
   } else if (!info->interlace &&
              (d->conv == CONV_COPY || d->conv == CONV_SWAP16)) {
-    rc = decode_direct(d, raw, zero, dst, err, errlen);
+    rc = decode_direct(d, raw, zero, tmp, dst, err, errlen);
   } else {
     for (int p = info->interlace ? 0 : -1; rc == 0 && p < (info->interlace ? 7 : 0); p++) {
       uint32_t pw, ph;
@@ -944,9 +958,12 @@ static int inflate_idat(sl_png_decoder *dec, const uint8_t *b,
 
 static int fast_decode(sl_png_decoder *dec, const uint8_t *b,
                        const sl_png_info *info, const png_scan *sc,
-                       uint8_t *dst, char *err, size_t errlen) {
+                       uint8_t *dst, size_t dst_cap, char *err,
+                       size_t errlen) {
   size_t want = (size_t)raw_size(info);
-  uint8_t *raw = scratch(&dec->raw, &dec->raw_cap, want);
+  int inplace = info->work_bytes > info->stride * info->height &&
+                dst_cap >= want;
+  uint8_t *raw = inplace ? dst : scratch(&dec->raw, &dec->raw_cap, want);
   if (!raw) return errf(err, errlen, SL_ENOMEM, "out of memory (%zu bytes of "
                         "image data)", want);
   int rc = inflate_idat(dec, b, sc, info, raw, want, err, errlen);
@@ -962,19 +979,30 @@ static int fast_decode(sl_png_decoder *dec, const uint8_t *b,
 static int libpng_decode(const uint8_t *b, size_t len, const sl_png_info *info,
                          uint8_t *dst, char *err, size_t errlen);
 
-int sl_png_decoder_decode(sl_png_decoder *dec, const void *buf, size_t len,
-                          const sl_png_info *info, void *dst, char *err,
-                          size_t errlen) {
+int sl_png_decoder_decode_into(sl_png_decoder *dec, const void *buf,
+                               size_t len, const sl_png_info *info, void *dst,
+                               size_t dst_cap, char *err, size_t errlen) {
   sl_png_info fresh;
   png_scan sc;
   if (!dec) return errf(err, errlen, SL_EINVAL, "no decoder");
   int rc = rescan(buf, len, info, &fresh, &sc, err, errlen);
   if (rc < 0) return rc;
-  rc = fast_decode(dec, buf, &fresh, &sc, dst, err, errlen);
+  if (dst_cap < fresh.stride * fresh.height)
+    return errf(err, errlen, SL_EINVAL, "decode: output buffer of %zu bytes, "
+                "%zu needed", dst_cap, fresh.stride * fresh.height);
+  rc = fast_decode(dec, buf, &fresh, &sc, dst, dst_cap, err, errlen);
   release_big(dec);
   if (rc == 1) /* zlib accepts what libdeflate refused: let libpng decide */
     rc = libpng_decode(buf, len, &fresh, dst, err, errlen);
   return rc;
+}
+
+int sl_png_decoder_decode(sl_png_decoder *dec, const void *buf, size_t len,
+                          const sl_png_info *info, void *dst, char *err,
+                          size_t errlen) {
+  size_t cap = info ? info->stride * info->height : 0;
+  return sl_png_decoder_decode_into(dec, buf, len, info, dst, cap, err,
+                                    errlen);
 }
 
 int sl_png_decode(const void *buf, size_t len, const sl_png_info *info,

@@ -63,11 +63,42 @@ static inline uint8_t paeth(int a, int b, int c) {
   return (uint8_t)(pb <= pc ? b : c);
 }
 
+/* Branch-free Paeth for the 1-byte loops: photos make the branches of
+ * paeth() unpredictable. Same tie order. */
+static inline unsigned paeth_nb(unsigned a, unsigned b, unsigned c) {
+  int pa = abs((int)b - (int)c), pb = abs((int)a - (int)c);
+  int pc = abs((int)a + (int)b - 2 * (int)c);
+  unsigned bc = pb <= pc ? b : c;
+  return pa <= pb && pa <= pc ? a : bc;
+}
+
+/* bpp 1 (grey8, palette8 and packed low depths): the left neighbour is
+ * carried in a register. Through memory (out[i - 1]) every byte would wait
+ * for the store of the byte before, since out may alias in or prior. */
+static inline __attribute__((always_inline)) void c_range1(uint8_t *out, const uint8_t *in, const uint8_t *prior,
+                     size_t i, size_t n, unsigned type) {
+  unsigned a = i ? out[i - 1] : 0, c = i ? prior[i - 1] : 0;
+  for (; i < n; i++) {
+    unsigned b = prior[i];
+    if (type == 1) a = (uint8_t)(in[i] + a);
+    else if (type == 3) a = (uint8_t)(in[i] + ((a + b) >> 1));
+    else a = (uint8_t)(in[i] + paeth_nb(a, b, c));
+    out[i] = (uint8_t)a;
+    c = b;
+  }
+}
+
 /* Reconstructs bytes [from, n) of a row whose bytes before `from` are done
  * (the tails the vector kernels leave, or whole rows when from = 0). */
 static void c_range(uint8_t *out, const uint8_t *in, const uint8_t *prior,
                     size_t from, size_t n, unsigned bpp, unsigned type) {
   size_t i = from;
+  if (bpp == 1 && (type == 1 || type >= 3)) {
+    if (type == 1) c_range1(out, in, prior, i, n, 1);
+    else if (type == 3) c_range1(out, in, prior, i, n, 3);
+    else c_range1(out, in, prior, i, n, 4);
+    return;
+  }
   switch (type) {
   case 0:
     if (out != in) memmove(out + i, in + i, n - i);

@@ -10,8 +10,9 @@
  * noisy or smooth (so the adaptive filter really picks different types),
  * and the IDAT stream re-split into random chunk sizes. Every image is
  * decoded by the fast path at each SIMD level this CPU has (portable C,
- * SSE2, SSE4.1), by the libpng path, and compared byte for byte with the
- * expected output computed here from the samples that were encoded (an
+ * SSE2, SSE4.1), each into a buffer of the image's size and in place
+ * (sl_png_decoder_decode_into with work_bytes), by the libpng path, and
+ * compared byte for byte with the expected output computed here from the samples that were encoded (an
  * independent normalisation: palette lookup, bit replication, colour key
  * to alpha, native 16-bit order).
  *
@@ -282,21 +283,25 @@ typedef struct result {
   size_t len;
 } result;
 
-/* level < 0: the libpng path; else the fast path at that SIMD level. */
-static void decode(const buf *png, int level, result *r) {
+/* level < 0: the libpng path; else the fast path at that SIMD level, into
+ * a buffer of exactly stride*height bytes or (inplace) of work_bytes, where
+ * rows that need no conversion are inflated and unfiltered in place. */
+static void decode(const buf *png, int level, int inplace, result *r) {
   sl_png_info info;
   r->px = NULL;
   r->len = 0;
   r->rc = sl_png_probe(png->p, png->n, 1 << 24, 1 << 28, &info, r->err, sizeof r->err);
   if (r->rc < 0) return;
   r->len = info.stride * info.height;
-  r->px = malloc(r->len ? r->len : 1);
+  size_t cap = inplace ? info.work_bytes : r->len;
+  r->px = malloc(cap ? cap : 1);
   if (level < 0) {
     r->rc = sl_png_decode_libpng(png->p, png->n, &info, r->px, r->err, sizeof r->err);
   } else {
     sl_png_decoder *dec = sl_png_decoder_create(0);
     sl_png_decoder_set_simd(dec, level);
-    r->rc = sl_png_decoder_decode(dec, png->p, png->n, &info, r->px, r->err, sizeof r->err);
+    r->rc = sl_png_decoder_decode_into(dec, png->p, png->n, &info, r->px, cap,
+                                       r->err, sizeof r->err);
     sl_png_decoder_destroy(dec);
   }
 }
@@ -306,21 +311,24 @@ static void decode(const buf *png, int level, result *r) {
 static int agree(const buf *png, const uint8_t *want, size_t want_len,
                  const char *what) {
   result lp, f;
-  decode(png, -1, &lp);
+  decode(png, -1, 0, &lp);
   int top = sl_png_simd_best();
-  for (int level = 0; level <= top; level++) {
-    decode(png, level, &f);
+  for (int run = 0; run <= 2 * top + 1; run++) {
+    int level = run / 2, inplace = run % 2;
+    decode(png, level, inplace, &f);
     if ((f.rc == 0) != (lp.rc == 0)) {
       /* documented: libpng may not read the stream's end (png_internal.h) */
       int trailer = f.rc == SL_EFORMAT && lp.rc == 0 &&
                     (strstr(f.err, "adler32") || strstr(f.err, "after all image rows") ||
                      strstr(f.err, "after the end of the zlib stream"));
       if (!trailer)
-        SL__FAIL("%s: simd level %d %s (%s), libpng %s (%s)", what, level,
+        SL__FAIL("%s: simd level %d%s %s (%s), libpng %s (%s)", what, level,
+                 inplace ? " in place" : "",
                  f.rc ? "rejects" : "accepts", f.err, lp.rc ? "rejects" : "accepts",
                  lp.err);
     } else if (f.rc == 0 && (f.len != lp.len || memcmp(f.px, lp.px, f.len))) {
-      SL__FAIL("%s: simd level %d and libpng decode different pixels", what, level);
+      SL__FAIL("%s: simd level %d%s and libpng decode different pixels", what,
+               level, inplace ? " in place" : "");
     }
     free(f.px);
   }

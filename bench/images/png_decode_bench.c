@@ -3,12 +3,14 @@
  * a list of files, next to its floor: libdeflate inflating the same zlib
  * stream alone.
  *
- * usage: png_decode_bench [-r REPS] FILE.png...
+ * usage: png_decode_bench [-r REPS] [-s] FILE.png...
  *
  * Each file is read into memory once; then, REPS times (default 3, the
  * minimum is kept), it times with CLOCK_THREAD_CPUTIME_ID:
- *   decode   sl_png_probe + sl_png_decoder_decode through one kept decoder
- *            (what a png.decode worker does per image)
+ *   decode   sl_png_probe + sl_png_decoder_decode_into through one kept
+ *            decoder into work_bytes (what a png.decode worker does per
+ *            image: in place where the format allows); with -s into
+ *            stride*height bytes (rows inflated into the decoder's scratch)
  *   inflate  the IDAT payloads concatenated and libdeflate_zlib_decompress
  *            into a kept buffer of the exact size (the floor under decode:
  *            any decoder must at least inflate)
@@ -68,13 +70,20 @@ static size_t gather(const uint8_t *b, size_t n, uint8_t *z) {
 }
 
 int main(int argc, char **argv) {
-  int reps = 3, first = 1;
-  if (argc > 2 && !strcmp(argv[1], "-r")) {
-    reps = atoi(argv[2]);
-    first = 3;
+  int reps = 3, first = 1, use_scratch = 0;
+  for (;;) {
+    if (first + 1 < argc && !strcmp(argv[first], "-r")) {
+      reps = atoi(argv[first + 1]);
+      first += 2;
+    } else if (first < argc && !strcmp(argv[first], "-s")) {
+      use_scratch = 1;
+      first++;
+    } else {
+      break;
+    }
   }
   if (first >= argc || reps < 1) {
-    fprintf(stderr, "usage: png_decode_bench [-r REPS] FILE.png...\n");
+    fprintf(stderr, "usage: png_decode_bench [-r REPS] [-s] FILE.png...\n");
     return 2;
   }
   sl_png_decoder *dec = sl_png_decoder_create(SIZE_MAX);
@@ -95,7 +104,8 @@ int main(int argc, char **argv) {
       continue;
     }
     size_t out = info.stride * info.height;
-    uint8_t *dst = malloc(out), *z = malloc(n);
+    size_t cap = use_scratch ? out : info.work_bytes;
+    uint8_t *dst = malloc(cap), *z = malloc(n);
     /* filtered size: one filter byte per row more than the output (8-bit,
      * non-interlaced, no conversion: what the benchmark set holds; a
      * larger buffer only makes libdeflate report a short result) */
@@ -108,7 +118,8 @@ int main(int argc, char **argv) {
       sl_png_info pi;
       ok = sl_png_probe(b, n, UINT64_MAX, UINT64_MAX, &pi, err, sizeof err) ==
                0 &&
-           sl_png_decoder_decode(dec, b, n, &pi, dst, err, sizeof err) == 0;
+           sl_png_decoder_decode_into(dec, b, n, &pi, dst, cap, err,
+                                      sizeof err) == 0;
       double t1 = cpu_now();
       size_t zn = gather(b, n, z), got = 0;
       libdeflate_zlib_decompress(dc, z, zn, raw, raw_cap, &got);
