@@ -114,6 +114,17 @@ int sl_png_decoder_decode(sl_png_decoder *dec, const void *buf, size_t len,
                           const sl_png_info *info, void *dst, char *err,
                           size_t errlen);
 
+/* sl_png_probe() through `dec`: same checks, limits and result; besides,
+ * the IDAT payloads are concatenated into the decoder's scratch while their
+ * CRCs are checked (each chunk copied while it is still in cache), and the
+ * scan is kept, so that the next sl_png_decoder_decode*() of the same
+ * buffer (same pointer and length, unchanged in between: the caller's
+ * promise) skips its own validation pass and the separate copy. Any other
+ * decode call forgets it. */
+int sl_png_decoder_probe(sl_png_decoder *dec, const void *buf, size_t len,
+                         uint64_t max_pixels, uint64_t max_bytes,
+                         sl_png_info *info, char *err, size_t errlen);
+
 /* As sl_png_decoder_decode() into dst[0..dst_cap). With dst_cap >=
  * info->work_bytes the zlib stream is inflated into dst itself and the rows
  * are unfiltered in place (no scratch buffer of the image's size: one pass

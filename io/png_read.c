@@ -170,6 +170,8 @@ typedef struct scan_state {
   int idat;      /* 0 before the IDAT run, 1 inside it, 2 after it */
   int have_plte; /* a PLTE chunk was seen */
   int have_trns;
+  const uint8_t *file;
+  uint8_t *gather; /* when not NULL: IDAT payloads concatenated here */
 } scan_state;
 
 static int check_plte(scan_state *s, const uint8_t *p, uint32_t n, char *err,
@@ -252,6 +254,12 @@ static int check_idat(scan_state *s, size_t at, uint32_t n, char *err,
     return errf(err, errlen, SL_EFORMAT, "PLTE missing for palette image");
   if (s->idat == 0) s->sc->idat_at = at;
   s->idat = 1;
+  /* copied right after its CRC was computed, while it is in cache; a
+   * single IDAT is used where it lies, so copying starts at the second */
+  if (s->gather && s->sc->idat_chunks == 1)
+    memcpy(s->gather, s->file + s->sc->idat_at + 8, s->sc->idat_bytes);
+  if (s->gather && s->sc->idat_chunks >= 1)
+    memcpy(s->gather + s->sc->idat_bytes, s->file + at + 8, n);
   s->sc->idat_bytes += n;
   s->sc->idat_chunks++;
   return 0;
@@ -294,8 +302,9 @@ static int scan_chunk(scan_state *s, const uint8_t *b, size_t at, char *err,
 
 /* Walks the chunks after IHDR up to IEND, checking every bound before use. */
 static int scan_chunks(const uint8_t *b, size_t len, const sl_png_info *hdr,
-                       png_scan *sc, char *err, size_t errlen) {
-  scan_state s = {hdr, sc, 0, 0, 0};
+                       png_scan *sc, uint8_t *gather, char *err,
+                       size_t errlen) {
+  scan_state s = {hdr, sc, 0, 0, 0, b, gather};
   size_t at = 33; /* signature + IHDR */
   char tn[20];
   for (;;) {
@@ -365,10 +374,12 @@ static int check_ihdr_chunk(const uint8_t *b, size_t len, char *err,
   return 0;
 }
 
-/* The whole validation behind probe and both decoders. */
+/* The whole validation behind probe and both decoders. With `gather` (at
+ * least len bytes), the payloads of several IDAT chunks are concatenated
+ * there on the way. */
 static int scan_file(const uint8_t *b, size_t len, uint64_t max_pixels,
                      uint64_t max_bytes, sl_png_info *info, png_scan *sc,
-                     char *err, size_t errlen) {
+                     uint8_t *gather, char *err, size_t errlen) {
   memset(info, 0, sizeof *info);
   memset(sc, 0, sizeof *sc);
   if (err && errlen) err[0] = '\0';
@@ -381,7 +392,7 @@ static int scan_file(const uint8_t *b, size_t len, uint64_t max_pixels,
     return errf(err, errlen, SL_ELIMIT, "image is %" PRIu32 "x%" PRIu32
                 " = %" PRIu64 " pixels, above max_pixels=%" PRIu64,
                 info->width, info->height, px, max_pixels);
-  rc = scan_chunks(b, len, info, sc, err, errlen);
+  rc = scan_chunks(b, len, info, sc, gather, err, errlen);
   if (rc < 0) return rc;
   output_format(info, sc->trns != NULL);
   uint64_t stride = (uint64_t)info->width * info->channels * info->depth / 8;
@@ -405,7 +416,14 @@ int sl_png_probe(const void *buf, size_t len, uint64_t max_pixels,
                  size_t errlen) {
   png_scan sc;
   if (!buf && len) return errf(err, errlen, SL_EINVAL, "no buffer");
-  return scan_file(buf, len, max_pixels, max_bytes, info, &sc, err, errlen);
+  return scan_file(buf, len, max_pixels, max_bytes, info, &sc, NULL, err,
+                   errlen);
+}
+
+static int same_format(const sl_png_info *a, const sl_png_info *b) {
+  return a->width == b->width && a->height == b->height &&
+         a->channels == b->channels && a->depth == b->depth &&
+         a->stride == b->stride;
 }
 
 /* Re-validates buf and checks that *info still describes it (decode must
@@ -414,11 +432,10 @@ static int rescan(const void *buf, size_t len, const sl_png_info *info,
                   sl_png_info *fresh, png_scan *sc, char *err, size_t errlen) {
   if (!info || (!buf && len))
     return errf(err, errlen, SL_EINVAL, "no buffer or info");
-  int rc = scan_file(buf, len, UINT64_MAX, UINT64_MAX, fresh, sc, err, errlen);
+  int rc = scan_file(buf, len, UINT64_MAX, UINT64_MAX, fresh, sc, NULL, err,
+                     errlen);
   if (rc < 0) return rc;
-  if (fresh->width != info->width || fresh->height != info->height ||
-      fresh->channels != info->channels || fresh->depth != info->depth ||
-      fresh->stride != info->stride)
+  if (!same_format(fresh, info))
     return errf(err, errlen, SL_EINVAL, "decode: info (%" PRIu32 "x%" PRIu32
                 ", %" PRIu32 "x%" PRIu32 "-bit) does not describe this buffer "
                 "(%" PRIu32 "x%" PRIu32 ", %" PRIu32 "x%" PRIu32 "-bit)",
@@ -854,6 +871,12 @@ struct sl_png_decoder {
   size_t idat_cap;
   size_t retain;
   int simd; /* unfilter kernels: SL_PNG_SIMD_*, the CPU's best by default */
+  /* what sl_png_decoder_probe() found, for the decode that follows */
+  int probed;
+  const void *probed_buf;
+  size_t probed_len;
+  sl_png_info probed_info;
+  png_scan probed_sc; /* with several IDAT chunks, idat holds them */
 };
 
 sl_png_decoder *sl_png_decoder_create(size_t retain_bytes) {
@@ -882,12 +905,15 @@ void sl_png_decoder_destroy(sl_png_decoder *dec) {
   free(dec);
 }
 
-/* @return a buffer of at least `need` bytes in *p (grown, never copied). */
+/* @return a buffer of at least `need` bytes in *p (grown, never copied;
+ * with 1/8 headroom, so a run of similar images does not regrow it, and
+ * re-fault its pages, for every slightly larger one). */
 static uint8_t *scratch(uint8_t **p, size_t *cap, size_t need) {
   if (*p && *cap >= need) return *p;
   free(*p);
-  *p = malloc(need ? need : 1);
-  *cap = *p ? need : 0;
+  size_t want = need + (need < SIZE_MAX / 2 ? need / 8 : 0);
+  *p = malloc(want ? want : 1);
+  *cap = *p ? want : 0;
   return *p;
 }
 
@@ -904,11 +930,35 @@ static void release_big(sl_png_decoder *dec) {
   }
 }
 
+int sl_png_decoder_probe(sl_png_decoder *dec, const void *buf, size_t len,
+                         uint64_t max_pixels, uint64_t max_bytes,
+                         sl_png_info *info, char *err, size_t errlen) {
+  if (!dec || (!buf && len))
+    return errf(err, errlen, SL_EINVAL, "no decoder or buffer");
+  dec->probed = 0;
+  uint8_t *g = scratch(&dec->idat, &dec->idat_cap, len);
+  if (!g) return errf(err, errlen, SL_ENOMEM, "out of memory (%zu bytes for "
+                      "IDAT data)", len);
+  int rc = scan_file(buf, len, max_pixels, max_bytes, info, &dec->probed_sc,
+                     g, err, errlen);
+  if (rc < 0) {
+    release_big(dec);
+    return rc;
+  }
+  dec->probed = 1;
+  dec->probed_buf = buf;
+  dec->probed_len = len;
+  dec->probed_info = *info;
+  return 0;
+}
+
 /* The IDAT payloads as one buffer: in place when there is a single IDAT,
- * else copied into the decoder's scratch. NULL when out of memory. */
+ * already gathered by sl_png_decoder_probe(), else copied into the
+ * decoder's scratch. NULL when out of memory. */
 static const uint8_t *gather_idat(sl_png_decoder *dec, const uint8_t *b,
-                                  const png_scan *sc) {
+                                  const png_scan *sc, int gathered) {
   if (sc->idat_chunks == 1) return b + sc->idat_at + 8;
+  if (gathered) return dec->idat;
   uint8_t *z = scratch(&dec->idat, &dec->idat_cap, sc->idat_bytes);
   if (!z) return NULL;
   size_t at = sc->idat_at, off = 0;
@@ -939,9 +989,10 @@ static int stray_after_stream(const uint8_t *b, const png_scan *sc,
 /* Inflates all IDAT data into raw[0..want). @return 0, 1 when libpng must
  * decode instead, SL_EFORMAT or SL_ENOMEM. */
 static int inflate_idat(sl_png_decoder *dec, const uint8_t *b,
-                        const png_scan *sc, const sl_png_info *info,
-                        uint8_t *raw, size_t want, char *err, size_t errlen) {
-  const uint8_t *z = gather_idat(dec, b, sc);
+                        const png_scan *sc, int gathered,
+                        const sl_png_info *info, uint8_t *raw, size_t want,
+                        char *err, size_t errlen) {
+  const uint8_t *z = gather_idat(dec, b, sc, gathered);
   if (!z) return errf(err, errlen, SL_ENOMEM, "out of memory (%zu bytes of "
                       "IDAT data)", sc->idat_bytes);
   size_t used = 0;
@@ -958,7 +1009,7 @@ static int inflate_idat(sl_png_decoder *dec, const uint8_t *b,
 
 static int fast_decode(sl_png_decoder *dec, const uint8_t *b,
                        const sl_png_info *info, const png_scan *sc,
-                       uint8_t *dst, size_t dst_cap, char *err,
+                       int gathered, uint8_t *dst, size_t dst_cap, char *err,
                        size_t errlen) {
   size_t want = (size_t)raw_size(info);
   int inplace = info->work_bytes > info->stride * info->height &&
@@ -966,7 +1017,7 @@ static int fast_decode(sl_png_decoder *dec, const uint8_t *b,
   uint8_t *raw = inplace ? dst : scratch(&dec->raw, &dec->raw_cap, want);
   if (!raw) return errf(err, errlen, SL_ENOMEM, "out of memory (%zu bytes of "
                         "image data)", want);
-  int rc = inflate_idat(dec, b, sc, info, raw, want, err, errlen);
+  int rc = inflate_idat(dec, b, sc, gathered, info, raw, want, err, errlen);
   if (rc == 0) {
     fast_dec d;
     setup_fast(&d, info, sc);
@@ -985,12 +1036,25 @@ int sl_png_decoder_decode_into(sl_png_decoder *dec, const void *buf,
   sl_png_info fresh;
   png_scan sc;
   if (!dec) return errf(err, errlen, SL_EINVAL, "no decoder");
-  int rc = rescan(buf, len, info, &fresh, &sc, err, errlen);
+  /* right after sl_png_decoder_probe() of this buffer, its scan (and the
+   * IDAT data it gathered) stands in for a second validation pass */
+  int gathered = dec->probed && buf == dec->probed_buf &&
+                 len == dec->probed_len && info &&
+                 same_format(info, &dec->probed_info);
+  dec->probed = 0;
+  int rc = 0;
+  if (gathered) {
+    fresh = dec->probed_info;
+    sc = dec->probed_sc;
+  } else {
+    rc = rescan(buf, len, info, &fresh, &sc, err, errlen);
+  }
   if (rc < 0) return rc;
   if (dst_cap < fresh.stride * fresh.height)
     return errf(err, errlen, SL_EINVAL, "decode: output buffer of %zu bytes, "
                 "%zu needed", dst_cap, fresh.stride * fresh.height);
-  rc = fast_decode(dec, buf, &fresh, &sc, dst, dst_cap, err, errlen);
+  rc = fast_decode(dec, buf, &fresh, &sc, gathered, dst, dst_cap, err,
+                   errlen);
   release_big(dec);
   if (rc == 1) /* zlib accepts what libdeflate refused: let libpng decide */
     rc = libpng_decode(buf, len, &fresh, dst, err, errlen);

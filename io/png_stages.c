@@ -82,8 +82,9 @@ static int decode_process(sl_worker *w, sl_item *in, sl_item **out) {
   *out = NULL;
   if (pl->kind != SL_KIND_BYTES || pl->size == 0)
     return sl_worker_errorf(w, "not a PNG file (empty input)");
-  int rc = sl_png_probe(pl->data, pl->size, (uint64_t)p->max_pixels,
-                        p->max_bytes, &info, err, sizeof err);
+  int rc = sl_png_decoder_probe(sl_worker_local(w), pl->data, pl->size,
+                                (uint64_t)p->max_pixels, p->max_bytes, &info,
+                                err, sizeof err);
   if (rc < 0) return sl_worker_errorf(w, "%s", err);
   /* work_bytes (at most 0.1% more than the image) lets the decoder inflate
    * into the block itself and unfilter in place: no scratch copy of the

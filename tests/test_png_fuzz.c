@@ -11,7 +11,8 @@
  * and the IDAT stream re-split into random chunk sizes. Every image is
  * decoded by the fast path at each SIMD level this CPU has (portable C,
  * SSE2, SSE4.1), each into a buffer of the image's size and in place
- * (sl_png_decoder_decode_into with work_bytes), by the libpng path, and
+ * (sl_png_decoder_probe, then sl_png_decoder_decode_into with work_bytes,
+ * as png.decode does), by the libpng path, and
  * compared byte for byte with the expected output computed here from the samples that were encoded (an
  * independent normalisation: palette lookup, bit replication, colour key
  * to alpha, native 16-bit order).
@@ -300,6 +301,14 @@ static void decode(const buf *png, int level, int inplace, result *r) {
   } else {
     sl_png_decoder *dec = sl_png_decoder_create(0);
     sl_png_decoder_set_simd(dec, level);
+    if (inplace) { /* as png.decode does: the decoder's probe first */
+      sl_png_info again;
+      char err2[256];
+      int rc2 = sl_png_decoder_probe(dec, png->p, png->n, 1 << 24, 1 << 28,
+                                     &again, err2, sizeof err2);
+      if (rc2 != 0 || memcmp(&again, &info, sizeof info))
+        SL__FAIL("sl_png_decoder_probe disagrees with sl_png_probe: %d %s", rc2, err2);
+    }
     r->rc = sl_png_decoder_decode_into(dec, png->p, png->n, &info, r->px, cap,
                                        r->err, sizeof r->err);
     sl_png_decoder_destroy(dec);
@@ -483,8 +492,79 @@ TEST(png_fuzz_wide_rows) {
   free(z2.p);
 }
 
+/* sl_png_decoder_probe's kept scan is used only by the decode of the same
+ * buffer right after it: another buffer, a second decode or a failed probe
+ * in between all fall back to a fresh scan, and pixels stay right. */
+TEST(png_decoder_probe_handoff) {
+  uint64_t rng = 5;
+  buf a = {0}, b = {0}, za = {0}, zb = {0}, sa = {0}, sb = {0};
+  spec sp;
+  random_spec(&sp, &rng);
+  free(sp.s);
+  sp.ct = 2, sp.depth = 8, sp.w = 37, sp.h = 9, sp.interlace = 0, sp.trns = 0;
+  sp.filter = 5;
+  sp.s = malloc((size_t)sp.w * sp.h * 3 * sizeof *sp.s);
+  for (size_t i = 0; i < (size_t)sp.w * sp.h * 3; i++) sp.s[i] = (uint16_t)(rnd_next(&rng) & 255);
+  ASSERT_EQ(encode(&sp, &a), 0);
+  size_t wa_len, wb_len;
+  uint8_t *wa = expected(&sp, &wa_len);
+  for (size_t i = 0; i < (size_t)sp.w * sp.h * 3; i++) sp.s[i] = (uint16_t)(255 - sp.s[i]);
+  ASSERT_EQ(encode(&sp, &b), 0);
+  uint8_t *wb = expected(&sp, &wb_len);
+  idat_of(&a, &za);
+  idat_of(&b, &zb);
+  resplit(&a, za.p, za.n, &sa, &rng); /* several IDAT chunks each */
+  resplit(&b, zb.p, zb.n, &sb, &rng);
+  sl_png_info ia, ib;
+  char err[256];
+  sl_png_decoder *dec = sl_png_decoder_create(0);
+  uint8_t *px = malloc(wa_len + sp.h);
+  ASSERT_EQ(sl_png_probe(sb.p, sb.n, 1 << 20, 1 << 24, &ib, err, sizeof err), 0);
+  /* probe a, decode b: b's own data */
+  ASSERT_EQ(sl_png_decoder_probe(dec, sa.p, sa.n, 1 << 20, 1 << 24, &ia, err, sizeof err), 0);
+  ASSERT_EQ(ib.work_bytes, ia.work_bytes);
+  ASSERT_EQ(sl_png_decoder_decode_into(dec, sb.p, sb.n, &ib, px, ib.work_bytes, err, sizeof err), 0);
+  ASSERT(memcmp(px, wb, wb_len) == 0);
+  /* probe a, decode a same-sized copy of a with one image byte changed
+   * (CRC fixed): the copy's own data is decoded (and rejected: adler32) */
+  buf c = {0};
+  put(&c, sa.p, sa.n);
+  size_t mid = 8;
+  while (memcmp(c.p + mid + 4, "IDAT", 4) || rd32(c.p + mid) < 2) mid += rd32(c.p + mid) + 12;
+  c.p[mid + 9] ^= 0x10;
+  uint32_t cc = (uint32_t)crc32(0, c.p + mid + 4, rd32(c.p + mid) + 4);
+  for (int k = 0; k < 4; k++) c.p[mid + 8 + rd32(c.p + mid) + k] = (uint8_t)(cc >> (24 - 8 * k));
+  ASSERT_EQ(sl_png_decoder_probe(dec, sa.p, sa.n, 1 << 20, 1 << 24, &ia, err, sizeof err), 0);
+  int rc = sl_png_decoder_decode_into(dec, c.p, c.n, &ia, px, ia.work_bytes, err, sizeof err);
+  ASSERT(rc != 0 || memcmp(px, wa, wa_len) != 0);
+  free(c.p);
+  /* probe a, decode a (handoff), decode a again (fresh scan) */
+  ASSERT_EQ(sl_png_decoder_probe(dec, sa.p, sa.n, 1 << 20, 1 << 24, &ia, err, sizeof err), 0);
+  for (int k = 0; k < 2; k++) {
+    memset(px, 0, wa_len);
+    ASSERT_EQ(sl_png_decoder_decode_into(dec, sa.p, sa.n, &ia, px, ia.work_bytes, err, sizeof err), 0);
+    ASSERT(memcmp(px, wa, wa_len) == 0);
+  }
+  /* a failed probe (CRC) leaves nothing behind for the next decode */
+  sb.p[sb.n - 20] ^= 1;
+  ASSERT_EQ(sl_png_decoder_probe(dec, sb.p, sb.n, 1 << 20, 1 << 24, &ib, err, sizeof err), SL_EFORMAT);
+  ASSERT_CONTAINS(err, "CRC mismatch");
+  ASSERT_EQ(sl_png_decoder_decode_into(dec, sa.p, sa.n, &ia, px, ia.work_bytes, err, sizeof err), 0);
+  ASSERT(memcmp(px, wa, wa_len) == 0);
+  /* the limits apply as in sl_png_probe */
+  ASSERT_EQ(sl_png_decoder_probe(dec, sa.p, sa.n, 100, 1 << 24, &ia, err, sizeof err), SL_ELIMIT);
+  ASSERT_CONTAINS(err, "above max_pixels=100");
+  sl_png_decoder_destroy(dec);
+  free(px);
+  free(wa);
+  free(wb);
+  free(sp.s);
+  free(a.p), free(b.p), free(za.p), free(zb.p), free(sa.p), free(sb.p);
+}
+
 static const sl_test_case cases[] = {
     SL_CASE(png_fuzz_libpng_encoder, "unit"),
     SL_CASE(png_fuzz_wide_rows, "unit"),
+    SL_CASE(png_decoder_probe_handoff, "unit"),
 };
 SL_TEST_MAIN(cases)

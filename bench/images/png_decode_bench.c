@@ -7,10 +7,11 @@
  *
  * Each file is read into memory once; then, REPS times (default 3, the
  * minimum is kept), it times with CLOCK_THREAD_CPUTIME_ID:
- *   decode   sl_png_probe + sl_png_decoder_decode_into through one kept
- *            decoder into work_bytes (what a png.decode worker does per
- *            image: in place where the format allows); with -s into
- *            stride*height bytes (rows inflated into the decoder's scratch)
+ *   decode   sl_png_decoder_probe + sl_png_decoder_decode_into through
+ *            one kept decoder into work_bytes (what a png.decode worker does
+ *            per image: in place where the format allows); with -s the
+ *            older way: sl_png_probe, then decode into stride*height bytes
+ *            (rows inflated into the decoder's scratch, file scanned twice)
  *   inflate  the IDAT payloads concatenated and libdeflate_zlib_decompress
  *            into a kept buffer of the exact size (the floor under decode:
  *            any decoder must at least inflate)
@@ -116,8 +117,11 @@ int main(int argc, char **argv) {
     for (int r = 0; r < reps && ok; r++) {
       double t0 = cpu_now();
       sl_png_info pi;
-      ok = sl_png_probe(b, n, UINT64_MAX, UINT64_MAX, &pi, err, sizeof err) ==
-               0 &&
+      ok = (use_scratch ? sl_png_probe(b, n, UINT64_MAX, UINT64_MAX, &pi,
+                                       err, sizeof err)
+                        : sl_png_decoder_probe(dec, b, n, UINT64_MAX,
+                                               UINT64_MAX, &pi, err,
+                                               sizeof err)) == 0 &&
            sl_png_decoder_decode_into(dec, b, n, &pi, dst, cap, err,
                                       sizeof err) == 0;
       double t1 = cpu_now();
