@@ -164,6 +164,14 @@ void sl_png_decoder_set_simd(sl_png_decoder *dec, int level);
 void sl_png_unfilter_row(int simd, uint8_t *out, const uint8_t *in,
                          const uint8_t *prior, size_t n, unsigned bpp,
                          unsigned type);
+/* Eight consecutive rows of 1-byte pixels at once (in[j] -> out[j], types
+ * 0..4, row j's prior is out[j-1], row 0's is prior): same bytes as eight
+ * sl_png_unfilter_row() calls. Aliasing as for sl_png_unfilter_rows2, and
+ * no out[j] may overlap another row's input. @return 1, or 0 (nothing
+ * done) when this level has no such kernel or the rows are short. */
+int sl_png_unfilter_rows8(int simd, uint8_t *const out[8],
+                          const uint8_t *const in[8], const unsigned type[8],
+                          const uint8_t *prior, size_t n);
 /* Two consecutive rows at once: in0 -> out0 above which is prior, then
  * in1 -> out1 above which is out0. Same bytes as two sl_png_unfilter_row()
  * calls. Each output may equal its input or start before it (forward

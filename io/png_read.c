@@ -644,24 +644,36 @@ static int bad_filter(const sl_png_info *info, int pass, uint32_t y,
  * Fast path: rows and passes
  * --------------------------------------------------------------------- */
 
-/* Reconstructs the next one or two rows: in points at a filter byte, rows
- * follow at rb + 1 bytes, the outputs go to out0 and (second row) out1.
- * Two rows go together when both types are valid (the kernels interleave
- * them); row y + 1's bad type is reported by the next call.
- * @return rows done (1 or 2) or SL_EFORMAT. */
+/* Reconstructs the next rows -- eight (1-byte pixels, SSE4.1), two or one,
+ * as many as the kernels interleave and have valid types; a bad type is
+ * reported when its row comes first. in points at a filter byte, rows
+ * follow at rb + 1 bytes; row j's output goes to out0 + j * ostride, or,
+ * with tmp (in-place decoding, where a later row's output would overwrite
+ * an earlier row's unread input), rows j >= 1 go through tmp[(j-1)*rb] and
+ * are copied into place afterwards. @return rows done or SL_EFORMAT. */
 static int unfilter_step(const fast_dec *d, const uint8_t *in, uint8_t *out0,
-                         uint8_t *out1, const uint8_t *prior, size_t rb,
-                         uint32_t left, int pass, uint32_t y, char *err,
-                         size_t errlen) {
-  unsigned t0 = in[0];
-  if (t0 > 4) return bad_filter(d->info, pass, y, t0, err, errlen);
-  if (left >= 2 && in[rb + 1] <= 4) {
-    sl_png_unfilter_rows2(d->simd, out0, in + 1, out1, in + rb + 2, prior, rb,
-                          d->bpp, t0, in[rb + 1]);
-    return 2;
+                         size_t ostride, uint8_t *tmp, const uint8_t *prior,
+                         size_t rb, uint32_t left, int pass, uint32_t y,
+                         char *err, size_t errlen) {
+  unsigned t[8];
+  uint8_t *out[8];
+  const uint8_t *rows[8];
+  int k = left >= 8 && d->bpp == 1 ? 8 : left >= 2 ? 2 : 1;
+  for (int j = 0; j < k; j++) {
+    t[j] = in[(size_t)j * (rb + 1)];
+    rows[j] = in + (size_t)j * (rb + 1) + 1;
+    out[j] = tmp && j ? tmp + (size_t)(j - 1) * rb : out0 + (size_t)j * ostride;
+    if (t[j] > 4 && j == 0) return bad_filter(d->info, pass, y, t[0], err, errlen);
+    if (t[j] > 4) k = j < 2 ? 1 : 2;
   }
-  sl_png_unfilter_row(d->simd, out0, in + 1, prior, rb, d->bpp, t0);
-  return 1;
+  if (k == 8 && !sl_png_unfilter_rows8(d->simd, out, rows, t, prior, rb)) k = 2;
+  if (k == 2)
+    sl_png_unfilter_rows2(d->simd, out[0], rows[0], out[1], rows[1], prior, rb,
+                          d->bpp, t[0], t[1]);
+  if (k == 1)
+    sl_png_unfilter_row(d->simd, out[0], rows[0], prior, rb, d->bpp, t[0]);
+  for (int j = 1; tmp && j < k; j++) memcpy(out0 + (size_t)j * ostride, out[j], rb);
+  return k;
 }
 
 /* Non-interlaced, raw format == output format (up to byte order): unfilter
@@ -669,9 +681,9 @@ static int unfilter_step(const fast_dec *d, const uint8_t *in, uint8_t *out0,
  * 16-bit rows stay big-endian until the next row has used them.
  * In place (raw == dst, inflated there by sl_png_decoder_decode_into): row
  * y's input starts y + 1 bytes after its output, so reconstructing forward
- * never overwrites input not yet read -- except that the second row of an
- * interleaved pair would overwrite the tail of the first row's input; that
- * row goes through `tmp` and is copied into place after the pair. */
+ * never overwrites input not yet read -- except that the later rows of an
+ * interleaved group would overwrite the tail of the earlier rows' input;
+ * they go through `tmp` and are copied into place after the group. */
 static int decode_direct(const fast_dec *d, const uint8_t *raw,
                          const uint8_t *zero, uint8_t *tmp, uint8_t *dst,
                          char *err, size_t errlen) {
@@ -681,11 +693,10 @@ static int decode_direct(const fast_dec *d, const uint8_t *raw,
   const uint8_t *prior = zero;
   for (uint32_t y = 0; y < info->height;) {
     uint8_t *out = dst + (size_t)y * rb;
-    int k = unfilter_step(d, raw + (size_t)y * (rb + 1), out,
-                          inplace ? tmp : out + rb, prior, rb,
-                          info->height - y, -1, y, err, errlen);
+    int k = unfilter_step(d, raw + (size_t)y * (rb + 1), out, rb,
+                          inplace ? tmp : NULL, prior, rb, info->height - y,
+                          -1, y, err, errlen);
     if (k < 0) return k;
-    if (inplace && k == 2) memcpy(out + rb, tmp, rb);
     /* rows y-1 .. y+k-2 are no longer anyone's prior */
     for (uint32_t r = y ? y - 1 : 0; d->conv == CONV_SWAP16 && r + 1 < y + k; r++)
       swap16(dst + (size_t)r * rb, samples, dst + (size_t)r * rb);
@@ -733,8 +744,8 @@ static int decode_pass(const fast_dec *d, uint8_t *raw, int p,
   const uint8_t *prior = zero;
   for (uint32_t y = 0; y < ph && pw > 0;) {
     uint8_t *row = raw + (size_t)y * (rb + 1);
-    int k = unfilter_step(d, row, row + 1, row + rb + 2, prior, rb, ph - y, p,
-                          y, err, errlen);
+    int k = unfilter_step(d, row, row + 1, rb + 1, NULL, prior, rb, ph - y,
+                          p, y, err, errlen);
     if (k < 0) return k;
     for (int j = 0; j < k; j++, y++, row += rb + 1) {
       if (p < 0) {
@@ -755,7 +766,8 @@ static int unfilter_image(const fast_dec *d, uint8_t *raw, uint8_t *dst,
   const sl_png_info *info = d->info;
   size_t rb = row_bytes(info->width, d->bits);
   uint8_t *zero = calloc(1, rb + 1);
-  uint8_t *tmp = malloc(info->stride > rb ? info->stride : rb);
+  /* tmp: an Adam7 row before scattering, or 7 rows of in-place decoding */
+  uint8_t *tmp = malloc(7 * (info->stride > rb ? info->stride : rb));
   int rc = 0;
   if (!zero || !tmp) {
     rc = errf(err, errlen, SL_ENOMEM, "out of memory (row buffers)");

@@ -14,7 +14,9 @@
  *  - C: byte loops, any bpp. The reference and the fallback.
  *  - SSE2 (x86-64 baseline): one pixel of 3..8 bytes per step in 16-bit
  *    lanes, so the bytes of a pixel go together; bpp 1 and 2 stay in C.
- *  - SSE4.1 (run-time check): for 3- and 4-byte pixels (RGB8, RGBA8, GA16)
+ *  - SSE4.1 (run-time check): for 1-byte pixels (grey8, palette, packed
+ *    low depths) eight rows at once on a diagonal (see diag_k). For 3- and
+ *    4-byte pixels (RGB8, RGBA8, GA16)
  *    a block of 4 pixels is loaded and stored at once (pshufb spreads RGB
  *    into RGBx), and two consecutive rows are reconstructed together: row
  *    y+1 runs one block behind row y in the upper half of the same
@@ -366,6 +368,110 @@ V4_INLINE void pair_k(uint8_t *out0, const uint8_t *in0, uint8_t *out1,
   c_range(out1, in1, out0, blk * (nb - 1), n, P, tb);
 }
 
+/* ---- 1-byte pixels: eight rows on a diagonal ------------------------------
+ * Lane j of a register works on row j, one pixel behind lane j - 1: at step
+ * s it reconstructs pixel s - j, whose upper neighbour (pixel s - j of row
+ * j - 1) lane j - 1 produced at step s - 1. So "b" is the last result
+ * shifted up one lane (lane 0 takes the prior row), "c" is the last b, "a"
+ * the last result: eight chains advance per step. Input and output move in
+ * blocks of 8 steps: 8 bytes of each row (at offset s0 - j) transposed into
+ * 8 per-step vectors and back. Lanes outside their row see zeros, which
+ * reproduce PNG's "left of pixel 0 is 0"; their results are not stored. */
+
+/* 8x8 byte transpose: q[j] (low 8 bytes) are the rows; o[i] gets columns
+ * 2i and 2i + 1 (8 bytes each). Its own inverse. */
+V4_INLINE void tr8(const __m128i q[8], __m128i o[4]) {
+  __m128i t0 = _mm_unpacklo_epi8(q[0], q[1]), t1 = _mm_unpacklo_epi8(q[2], q[3]);
+  __m128i t2 = _mm_unpacklo_epi8(q[4], q[5]), t3 = _mm_unpacklo_epi8(q[6], q[7]);
+  __m128i u0 = _mm_unpacklo_epi16(t0, t1), u1 = _mm_unpackhi_epi16(t0, t1);
+  __m128i u2 = _mm_unpacklo_epi16(t2, t3), u3 = _mm_unpackhi_epi16(t2, t3);
+  o[0] = _mm_unpacklo_epi32(u0, u2);
+  o[1] = _mm_unpackhi_epi32(u0, u2);
+  o[2] = _mm_unpacklo_epi32(u1, u3);
+  o[3] = _mm_unpackhi_epi32(u1, u3);
+}
+
+/* 8 bytes of p at [at, at + 8), zeros outside [0, n). */
+V4_INLINE __m128i load8_clip(const uint8_t *p, long at, long n) {
+  if (at >= 0 && at + 8 <= n) return _mm_loadl_epi64((const __m128i *)(const void *)(p + at));
+  uint8_t t[8] = {0};
+  for (long i = 0; i < 8; i++)
+    if (at + i >= 0 && at + i < n) t[i] = p[at + i];
+  return _mm_loadl_epi64((const __m128i *)(const void *)t);
+}
+
+/* Stores the low 8 bytes of v to p[at, at + 8), only inside [0, n). */
+V4_INLINE void store8_clip(uint8_t *p, long at, long n, __m128i v) {
+  if (at >= 0 && at + 8 <= n) {
+    _mm_storel_epi64((__m128i *)(void *)(p + at), v);
+    return;
+  }
+  uint8_t t[8];
+  _mm_storel_epi64((__m128i *)(void *)t, v);
+  for (long i = 0; i < 8; i++)
+    if (at + i >= 0 && at + i < n) p[at + i] = t[i];
+}
+
+/* Per-lane predictor: uniform type t (1, 3, 4), or t = 0 with lane masks
+ * m[0..3] for Sub, Up, Average, Paeth (a None lane predicts 0). */
+V4_INLINE __m128i pred_mix(unsigned t, __m128i a, __m128i b, __m128i c,
+                           const __m128i *m) {
+  if (t) return pred(t, a, b, c);
+  __m128i p = _mm_or_si128(_mm_and_si128(m[0], a), _mm_and_si128(m[1], b));
+  p = _mm_or_si128(p, _mm_and_si128(m[2], pred(3, a, b, c)));
+  return _mm_or_si128(p, _mm_and_si128(m[3], paeth16(a, b, c)));
+}
+
+V4_INLINE void diag_k(uint8_t *const out[8], const uint8_t *const in[8],
+                      const uint8_t *prior, long n, unsigned t,
+                      const __m128i *m) {
+  const __m128i z = _mm_setzero_si128(), lane0 = _mm_cvtsi32_si128(0xffff);
+  __m128i r = z, c = z;
+  for (long s0 = 0; s0 < n + 7; s0 += 8) {
+    __m128i q[8], o[4], x[8], res[8];
+    for (int j = 0; j < 8; j++) q[j] = load8_clip(in[j], s0 - j, n);
+    tr8(q, o);
+    for (int i = 0; i < 4; i++) {
+      x[2 * i] = _mm_unpacklo_epi8(o[i], z);
+      x[2 * i + 1] = _mm_unpackhi_epi8(o[i], z);
+    }
+    __m128i up = _mm_unpacklo_epi8(load8_clip(prior, s0, n), z);
+    for (int k = 0; k < 8; k++) {
+      __m128i b = _mm_or_si128(_mm_slli_si128(r, 2), _mm_and_si128(up, lane0));
+      r = _mm_add_epi8(x[k], pred_mix(t, r, b, c, m));
+      c = b;
+      up = _mm_srli_si128(up, 2);
+      res[k] = r;
+    }
+    for (int k = 0; k < 8; k++) q[k] = _mm_packus_epi16(res[k], res[k]);
+    tr8(q, o);
+    for (int i = 0; i < 4; i++) {
+      store8_clip(out[2 * i], s0 - 2 * i, n, o[i]);
+      store8_clip(out[2 * i + 1], s0 - 2 * i - 1, n, _mm_srli_si128(o[i], 8));
+    }
+  }
+}
+
+static V4 void diag_v4(uint8_t *const out[8], const uint8_t *const in[8],
+                       const unsigned type[8], const uint8_t *prior,
+                       size_t n) {
+  unsigned t = type[0];
+  for (int j = 1; j < 8; j++)
+    if (type[j] != t) t = 0;
+  if (t == 1) diag_k(out, in, prior, (long)n, 1, NULL);
+  else if (t == 3) diag_k(out, in, prior, (long)n, 3, NULL);
+  else if (t == 4) diag_k(out, in, prior, (long)n, 4, NULL);
+  else {
+    __m128i m[4];
+    for (int f = 0; f < 4; f++) {
+      uint16_t lanes[8];
+      for (int j = 0; j < 8; j++) lanes[j] = type[j] == (unsigned)f + 1 ? 0xffff : 0;
+      m[f] = _mm_loadu_si128((const __m128i *)(const void *)lanes);
+    }
+    diag_k(out, in, prior, (long)n, 0, m);
+  }
+}
+
 static V4 void row_v4(uint8_t *out, const uint8_t *in, const uint8_t *prior,
                       size_t n, unsigned P, unsigned t) {
   if (P == 3) {
@@ -424,6 +530,20 @@ void sl_png_unfilter_row(int simd, uint8_t *out, const uint8_t *in,
   (void)simd;
 #endif
   c_range(out, in, prior, 0, n, bpp, type);
+}
+
+int sl_png_unfilter_rows8(int simd, uint8_t *const out[8],
+                          const uint8_t *const in[8], const unsigned type[8],
+                          const uint8_t *prior, size_t n) {
+#if SL_PNG_X86
+  if (simd >= SL_PNG_SIMD_SSE41 && n >= 16) {
+    diag_v4(out, in, type, prior, n);
+    return 1;
+  }
+#else
+  (void)simd, (void)out, (void)in, (void)type, (void)prior, (void)n;
+#endif
+  return 0;
 }
 
 void sl_png_unfilter_rows2(int simd, uint8_t *out0, const uint8_t *in0,

@@ -451,7 +451,7 @@ TEST(png_fuzz_wide_rows) {
   static const int pairs[6][2] = {{2, 8}, {6, 8}, {4, 16}, {0, 8}, {4, 8}, {2, 16}};
   uint64_t rng = 77;
   buf png = {0}, split = {0}, z = {0}, z2 = {0};
-  for (int i = 0; i < 24; i++) {
+  for (int i = 0; i < 36; i++) {
     spec sp;
     random_spec(&sp, &rng);
     free(sp.s);
@@ -460,8 +460,8 @@ TEST(png_fuzz_wide_rows) {
     sp.trns = 0;
     sp.interlace = 0;
     sp.w = 200 + rnd_below(&rng, 900);
-    sp.h = 2 + rnd_below(&rng, 9);
-    sp.filter = 5;
+    sp.h = 2 + rnd_below(&rng, 11);
+    sp.filter = (i / 6) % 2 ? 5 : (int)rnd_below(&rng, 5); /* forced or mixed */
     int c = chans_of(sp.ct);
     size_t n = (size_t)sp.w * sp.h * c;
     sp.s = malloc(n * sizeof *sp.s);
