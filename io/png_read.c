@@ -11,13 +11,16 @@
  * before anyone has allocated for it.
  *
  * Fast path (sl_png_decode): the IDAT payloads are concatenated (or used in
- * place when there is a single IDAT), libdeflate inflates the zlib stream in
- * one call into a buffer of exactly the size IHDR implies (the call checks
- * the Adler-32 and fails on too much or too little data), and each row is
- * unfiltered -- straight into the caller's buffer when the raw rows already
- * are the output format, else in place and then converted (bit unpacking,
- * palette and tRNS lookup, 16-bit byte order). Adam7 passes are unfiltered
- * the same way and scattered into place. When libdeflate fails, zlib re-reads
+ * place when there is a single IDAT; sl_png_decoder_probe copies each one
+ * right after checking its CRC), libdeflate inflates the zlib stream in one
+ * call into a buffer of exactly the size IHDR implies (the call checks the
+ * Adler-32 and fails on too much or too little data), and each row is
+ * unfiltered (png_unfilter.c: SIMD kernels, several rows interleaved) --
+ * straight into the caller's buffer when the raw rows already are the
+ * output format (with room for it, inflated into that buffer itself and
+ * unfiltered in place), else in place in scratch and then converted (bit
+ * unpacking, palette and tRNS lookup, 16-bit byte order). Adam7 passes are
+ * unfiltered the same way and scattered into place. When libdeflate fails, zlib re-reads
  * the stream only to name the cause (truncated after N rows, adler32
  * mismatch, ...); if zlib accepts a stream libdeflate refused, the libpng
  * path decodes the file, so both paths always agree.

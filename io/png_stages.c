@@ -4,14 +4,18 @@
  * (png_write.c).
  *
  * png.decode turns a BYTES payload (a whole PNG file, as files.read emits)
- * into an IMAGE payload. It reads the header first (sl_png_probe) and
- * checks the pixel count and the decoded size against max_pixels and
+ * into an IMAGE payload. It reads the header first (sl_png_decoder_probe,
+ * which validates every chunk and CRC and gathers the IDAT data on the way)
+ * and checks the pixel count and the decoded size against max_pixels and
  * max_bytes before anything is allocated, so a small hostile file cannot
- * make the run allocate gigabytes; only then does it take exactly
- * stride * height bytes from the arena and decode into them. Each worker
- * keeps one sl_png_decoder (decompressor and scratch, at most about
- * 2 x `scratch` bytes between images), so pages are not re-faulted for
- * every image.
+ * make the run allocate gigabytes; only then does it take work_bytes
+ * (stride * height, plus one byte per row where the rows need no
+ * conversion) from the arena and decode into them: libdeflate inflates
+ * straight into the block and the rows are unfiltered in place, so a photo
+ * costs no image-sized scratch. The payload is the first stride * height
+ * bytes. Each worker keeps one sl_png_decoder (decompressor and scratch, at
+ * most about 2 x `scratch` bytes between images), so pages are not
+ * re-faulted for every image.
  *
  * png.encode turns an IMAGE payload back into BYTES: it takes the
  * encoder's worst-case bound from the arena, encodes into it and sets the
