@@ -151,7 +151,8 @@ int sl_png_decode_libpng(const void *buf, size_t len, const sl_png_info *info,
 enum {
   SL_PNG_SIMD_C = 0,    /* portable C only */
   SL_PNG_SIMD_SSE2 = 1, /* x86-64 baseline: pixels of 3..8 bytes */
-  SL_PNG_SIMD_SSE41 = 2 /* + 4-pixel blocks and row pairs for 3/4 bytes */
+  SL_PNG_SIMD_SSE41 = 2, /* + 4-pixel blocks, rows interleaved (2 or 8) */
+  SL_PNG_SIMD_AVX2 = 3   /* + four rows of 3/4-byte pixels at once */
 };
 /* @return the highest level this CPU runs (a run-time check). */
 int sl_png_simd_best(void);
@@ -164,14 +165,17 @@ void sl_png_decoder_set_simd(sl_png_decoder *dec, int level);
 void sl_png_unfilter_row(int simd, uint8_t *out, const uint8_t *in,
                          const uint8_t *prior, size_t n, unsigned bpp,
                          unsigned type);
-/* Eight consecutive rows of 1-byte pixels at once (in[j] -> out[j], types
- * 0..4, row j's prior is out[j-1], row 0's is prior): same bytes as eight
- * sl_png_unfilter_row() calls. Aliasing as for sl_png_unfilter_rows2, and
- * no out[j] may overlap another row's input. @return 1, or 0 (nothing
- * done) when this level has no such kernel or the rows are short. */
-int sl_png_unfilter_rows8(int simd, uint8_t *const out[8],
-                          const uint8_t *const in[8], const unsigned type[8],
-                          const uint8_t *prior, size_t n);
+/* How many consecutive rows the kernels of `simd` reconstruct together for
+ * rows of n bytes with filter distance bpp: 8 (1-byte pixels, SSE4.1), 4
+ * (3/4-byte pixels, AVX2) or 2. */
+int sl_png_unfilter_group(int simd, unsigned bpp, size_t n);
+/* k consecutive rows (k = 1, 2 or sl_png_unfilter_group()): in[j] -> out[j]
+ * with filter type[j] (0..4), row j's prior being out[j-1] and row 0's
+ * `prior`. Same bytes as k sl_png_unfilter_row() calls. Aliasing as for
+ * sl_png_unfilter_rows2(); no out[j] may overlap another row's input. */
+void sl_png_unfilter_rows(int simd, int k, uint8_t *const out[],
+                          const uint8_t *const in[], const unsigned type[],
+                          const uint8_t *prior, size_t n, unsigned bpp);
 /* Two consecutive rows at once: in0 -> out0 above which is prior, then
  * in1 -> out1 above which is out0. Same bytes as two sl_png_unfilter_row()
  * calls. Each output may equal its input or start before it (forward

@@ -647,8 +647,9 @@ static int bad_filter(const sl_png_info *info, int pass, uint32_t y,
  * Fast path: rows and passes
  * --------------------------------------------------------------------- */
 
-/* Reconstructs the next rows -- eight (1-byte pixels, SSE4.1), two or one,
- * as many as the kernels interleave and have valid types; a bad type is
+/* Reconstructs the next rows -- eight (1-byte pixels, SSE4.1), four
+ * (3/4-byte pixels, AVX2), two or one: as many as the kernels interleave
+ * and have valid types; a bad type is
  * reported when its row comes first. in points at a filter byte, rows
  * follow at rb + 1 bytes; row j's output goes to out0 + j * ostride, or,
  * with tmp (in-place decoding, where a later row's output would overwrite
@@ -661,7 +662,8 @@ static int unfilter_step(const fast_dec *d, const uint8_t *in, uint8_t *out0,
   unsigned t[8];
   uint8_t *out[8];
   const uint8_t *rows[8];
-  int k = left >= 8 && d->bpp == 1 ? 8 : left >= 2 ? 2 : 1;
+  int g = sl_png_unfilter_group(d->simd, d->bpp, rb);
+  int k = left >= (uint32_t)g ? g : left >= 2 ? 2 : 1;
   for (int j = 0; j < k; j++) {
     t[j] = in[(size_t)j * (rb + 1)];
     rows[j] = in + (size_t)j * (rb + 1) + 1;
@@ -669,12 +671,7 @@ static int unfilter_step(const fast_dec *d, const uint8_t *in, uint8_t *out0,
     if (t[j] > 4 && j == 0) return bad_filter(d->info, pass, y, t[0], err, errlen);
     if (t[j] > 4) k = j < 2 ? 1 : 2;
   }
-  if (k == 8 && !sl_png_unfilter_rows8(d->simd, out, rows, t, prior, rb)) k = 2;
-  if (k == 2)
-    sl_png_unfilter_rows2(d->simd, out[0], rows[0], out[1], rows[1], prior, rb,
-                          d->bpp, t[0], t[1]);
-  if (k == 1)
-    sl_png_unfilter_row(d->simd, out[0], rows[0], prior, rb, d->bpp, t[0]);
+  sl_png_unfilter_rows(d->simd, k, out, rows, t, prior, rb, d->bpp);
   for (int j = 1; tmp && j < k; j++) memcpy(out0 + (size_t)j * ostride, out[j], rb);
   return k;
 }

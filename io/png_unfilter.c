@@ -14,6 +14,8 @@
  *  - C: byte loops, any bpp. The reference and the fallback.
  *  - SSE2 (x86-64 baseline): one pixel of 3..8 bytes per step in 16-bit
  *    lanes, so the bytes of a pixel go together; bpp 1 and 2 stay in C.
+ *  - AVX2 (run-time check): 3- and 4-byte pixels four rows at a time
+ *    (the SSE4.1 pair twice over in 256-bit registers, see quad_k).
  *  - SSE4.1 (run-time check): for 1-byte pixels (grey8, palette, packed
  *    low depths) eight rows at once on a diagonal (see diag_k). For 3- and
  *    4-byte pixels (RGB8, RGBA8, GA16)
@@ -41,13 +43,13 @@
 #if defined(__x86_64__) && defined(__SSE2__) && defined(__GNUC__)
 #define SL_PNG_X86 1
 #include <emmintrin.h>
-#include <smmintrin.h> /* used only inside target("sse4.1") functions */
-#include <tmmintrin.h>
+#include <immintrin.h> /* SSE4.1 and AVX2: only inside target() functions */
 #endif
 
 int sl_png_simd_best(void) {
 #if SL_PNG_X86
   __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2")) return SL_PNG_SIMD_AVX2;
   return __builtin_cpu_supports("sse4.1") ? SL_PNG_SIMD_SSE41
                                           : SL_PNG_SIMD_SSE2;
 #else
@@ -505,6 +507,135 @@ static V4 void pair_v4(uint8_t *out0, const uint8_t *in0, uint8_t *out1,
   if (P == 3) PAIR_TA(3);
   else PAIR_TA(4);
 }
+
+/* ---------------------------------------------------------------------
+ * AVX2: four rows of 3- or 4-byte pixels, 256-bit registers. Lanes 0-3
+ * row A (block k), 4-7 row B (block k-1), 8-11 row C (k-2), 12-15 row D
+ * (k-3): the SSE4.1 pair twice over, the upper half taking its upper
+ * neighbours from the lower half's previous outputs. Rows of different
+ * types (any of the five) mix through lane masks.
+ * --------------------------------------------------------------------- */
+#define V8 __attribute__((target("avx2")))
+#define V8_INLINE static inline __attribute__((always_inline, target("avx2")))
+
+/* Blocks p (lower half) and q (upper half), widened like load_blk. */
+V8_INLINE void load_blk2(const uint8_t *p, const uint8_t *q, unsigned P,
+                         __m256i *lo, __m256i *hi) {
+  __m128i pl, ph, ql, qh;
+  const __m128i z = _mm_setzero_si128();
+  if (P == 4) {
+    __m128i a = p ? _mm_loadu_si128((const __m128i *)(const void *)p) : z;
+    __m128i b = q ? _mm_loadu_si128((const __m128i *)(const void *)q) : z;
+    __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(a), b, 1);
+    *lo = _mm256_unpacklo_epi8(v, _mm256_setzero_si256());
+    *hi = _mm256_unpackhi_epi8(v, _mm256_setzero_si256());
+    return;
+  }
+  if (p) load_blk(p, 3, &pl, &ph); else pl = ph = z;
+  if (q) load_blk(q, 3, &ql, &qh); else ql = qh = z;
+  *lo = _mm256_inserti128_si256(_mm256_castsi128_si256(pl), ql, 1);
+  *hi = _mm256_inserti128_si256(_mm256_castsi128_si256(ph), qh, 1);
+}
+
+/* Stores the lower half's block to p and the upper half's to q (NULL:
+ * that row is not active in this iteration). */
+V8_INLINE void store_blk2(uint8_t *p, uint8_t *q, unsigned P, __m256i lo,
+                          __m256i hi) {
+  if (p) store_blk(p, P, _mm256_castsi256_si128(lo), _mm256_castsi256_si128(hi));
+  if (q) store_blk(q, P, _mm256_extracti128_si256(lo, 1), _mm256_extracti128_si256(hi, 1));
+}
+
+V8_INLINE __m256i paeth256(__m256i a, __m256i b, __m256i c) {
+  __m256i bc = _mm256_sub_epi16(b, c), d = _mm256_sub_epi16(a, c);
+  __m256i pa = _mm256_abs_epi16(bc), pb = _mm256_abs_epi16(d);
+  __m256i pc = _mm256_abs_epi16(_mm256_add_epi16(d, bc));
+  __m256i not_a = _mm256_cmpgt_epi16(pa, _mm256_min_epi16(pb, pc));
+  __m256i b_or_c = _mm256_blendv_epi8(b, c, _mm256_cmpgt_epi16(pb, pc));
+  return _mm256_blendv_epi8(a, b_or_c, not_a);
+}
+
+/* Uniform type t (1, 3, 4), or t = 0: lane masks m[0..3] for Sub, Up,
+ * Average, Paeth (a None lane predicts 0). */
+V8_INLINE __m256i pred8(unsigned t, __m256i a, __m256i b, __m256i c,
+                        const __m256i *m) {
+  __m256i avg = _mm256_srli_epi16(_mm256_add_epi16(a, b), 1);
+  if (t == 1) return a;
+  if (t == 3) return avg;
+  if (t == 4) return paeth256(a, b, c);
+  __m256i p = _mm256_or_si256(_mm256_and_si256(m[0], a), _mm256_and_si256(m[1], b));
+  p = _mm256_or_si256(p, _mm256_and_si256(m[2], avg));
+  return _mm256_or_si256(p, _mm256_and_si256(m[3], paeth256(a, b, c)));
+}
+
+V8_INLINE void quad_k(uint8_t *const out[4], const uint8_t *const in[4],
+                      const unsigned type[4], const uint8_t *prior, size_t n,
+                      unsigned P, unsigned t, const __m256i *m) {
+  size_t nb = n / P / 4, blk = 4 * P;
+  const __m256i z = _mm256_setzero_si256();
+  __m256i a = z, c = z, oacl = z, oach = z, obdl = z, obdh = z;
+  for (size_t k = 0; k < nb + 3; k++) {
+    /* row R works on block k - R when that block exists */
+    const uint8_t *ip[4];
+    uint8_t *op[4];
+    for (int r = 0; r < 4; r++) {
+      int on = k >= (size_t)r && k - r < nb;
+      ip[r] = on ? in[r] + blk * (k - r) : NULL;
+      op[r] = on ? out[r] + blk * (k - r) : NULL;
+    }
+    __m256i xacl, xach, xbdl, xbdh, bal, bah;
+    load_blk2(ip[0], ip[2], P, &xacl, &xach);
+    load_blk2(ip[1], ip[3], P, &xbdl, &xbdh);
+    load_blk2(k < nb ? prior + blk * k : NULL, NULL, P, &bal, &bah);
+    /* upper neighbours: A <- prior, C <- B's last block; B <- A's, D <- C's */
+    __m256i bacl = _mm256_permute2x128_si256(bal, obdl, 0x20);
+    __m256i bach = _mm256_permute2x128_si256(bah, obdh, 0x20);
+    __m256i b0 = _mm256_unpacklo_epi64(bacl, oacl), b1 = _mm256_unpackhi_epi64(bacl, oacl);
+    __m256i b2 = _mm256_unpacklo_epi64(bach, oach), b3 = _mm256_unpackhi_epi64(bach, oach);
+    __m256i r0 = _mm256_add_epi8(_mm256_unpacklo_epi64(xacl, xbdl), pred8(t, a, b0, c, m));
+    __m256i r1 = _mm256_add_epi8(_mm256_unpackhi_epi64(xacl, xbdl), pred8(t, r0, b1, b0, m));
+    __m256i r2 = _mm256_add_epi8(_mm256_unpacklo_epi64(xach, xbdh), pred8(t, r1, b2, b1, m));
+    __m256i r3 = _mm256_add_epi8(_mm256_unpackhi_epi64(xach, xbdh), pred8(t, r2, b3, b2, m));
+    oacl = _mm256_unpacklo_epi64(r0, r1);
+    oach = _mm256_unpacklo_epi64(r2, r3);
+    obdl = _mm256_unpackhi_epi64(r0, r1);
+    obdh = _mm256_unpackhi_epi64(r2, r3);
+    store_blk2(op[0], op[2], P, oacl, oach);
+    store_blk2(op[1], op[3], P, obdl, obdh);
+    a = r3;
+    c = b3;
+  }
+  for (int r = 0; r < 4; r++) /* tails, each after the row above it */
+    c_range(out[r], in[r], r ? out[r - 1] : prior, blk * nb, n, P, type[r]);
+}
+
+static V8 void quad_v8(uint8_t *const out[4], const uint8_t *const in[4],
+                       const unsigned type[4], const uint8_t *prior,
+                       size_t n, unsigned P) {
+  unsigned t = type[0];
+  for (int j = 1; j < 4; j++)
+    if (type[j] != t) t = 0;
+  if (t != 1 && t != 3 && t != 4) t = 0;
+  if (t) {
+    if (P == 3) {
+      if (t == 1) quad_k(out, in, type, prior, n, 3, 1, NULL);
+      else if (t == 3) quad_k(out, in, type, prior, n, 3, 3, NULL);
+      else quad_k(out, in, type, prior, n, 3, 4, NULL);
+    } else {
+      if (t == 1) quad_k(out, in, type, prior, n, 4, 1, NULL);
+      else if (t == 3) quad_k(out, in, type, prior, n, 4, 3, NULL);
+      else quad_k(out, in, type, prior, n, 4, 4, NULL);
+    }
+    return;
+  }
+  __m256i m[4];
+  for (int f = 0; f < 4; f++) {
+    uint16_t lanes[16];
+    for (int j = 0; j < 16; j++) lanes[j] = type[j / 4] == (unsigned)f + 1 ? 0xffff : 0;
+    m[f] = _mm256_loadu_si256((const __m256i *)(const void *)lanes);
+  }
+  if (P == 3) quad_k(out, in, type, prior, n, 3, 0, m);
+  else quad_k(out, in, type, prior, n, 4, 0, m);
+}
 #endif /* SL_PNG_X86 */
 
 /* ---------------------------------------------------------------------
@@ -532,18 +663,38 @@ void sl_png_unfilter_row(int simd, uint8_t *out, const uint8_t *in,
   c_range(out, in, prior, 0, n, bpp, type);
 }
 
-int sl_png_unfilter_rows8(int simd, uint8_t *const out[8],
-                          const uint8_t *const in[8], const unsigned type[8],
-                          const uint8_t *prior, size_t n) {
+int sl_png_unfilter_group(int simd, unsigned bpp, size_t n) {
 #if SL_PNG_X86
-  if (simd >= SL_PNG_SIMD_SSE41 && n >= 16) {
-    diag_v4(out, in, type, prior, n);
-    return 1;
-  }
+  if (simd >= SL_PNG_SIMD_SSE41 && bpp == 1 && n >= 16) return 8;
+  if (simd >= SL_PNG_SIMD_AVX2 && (bpp == 3 || bpp == 4) && n >= 16 * bpp)
+    return 4;
 #else
-  (void)simd, (void)out, (void)in, (void)type, (void)prior, (void)n;
+  (void)simd, (void)bpp, (void)n;
 #endif
-  return 0;
+  return 2;
+}
+
+void sl_png_unfilter_rows(int simd, int k, uint8_t *const out[],
+                          const uint8_t *const in[], const unsigned type[],
+                          const uint8_t *prior, size_t n, unsigned bpp) {
+#if SL_PNG_X86
+  if (k == 8 && sl_png_unfilter_group(simd, bpp, n) == 8) {
+    diag_v4(out, in, type, prior, n);
+    return;
+  }
+  if (k == 4 && sl_png_unfilter_group(simd, bpp, n) == 4) {
+    quad_v8(out, in, type, prior, n, bpp);
+    return;
+  }
+#endif
+  for (int j = 0; j < k; j += 2) {
+    const uint8_t *above = j ? out[j - 1] : prior;
+    if (j + 1 < k)
+      sl_png_unfilter_rows2(simd, out[j], in[j], out[j + 1], in[j + 1], above,
+                            n, bpp, type[j], type[j + 1]);
+    else
+      sl_png_unfilter_row(simd, out[j], in[j], above, n, bpp, type[j]);
+  }
 }
 
 void sl_png_unfilter_rows2(int simd, uint8_t *out0, const uint8_t *in0,
