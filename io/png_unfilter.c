@@ -642,8 +642,10 @@ static V8 void quad_v8(uint8_t *const out[4], const uint8_t *const in[4],
  * Dispatch
  * --------------------------------------------------------------------- */
 
+#if SL_PNG_X86
 /* Types with a serial chain: Sub, Average, Paeth. */
 static int chained(unsigned type) { return type == 1 || type >= 3; }
+#endif
 
 void sl_png_unfilter_row(int simd, uint8_t *out, const uint8_t *in,
                          const uint8_t *prior, size_t n, unsigned bpp,
