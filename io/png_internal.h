@@ -159,9 +159,10 @@ int sl_png_simd_best(void);
 /* Decodes with at most `level` (SL_PNG_SIMD_*; the CPU's best is used when
  * level is higher). For tests and benchmarks; a new decoder uses the best. */
 void sl_png_decoder_set_simd(sl_png_decoder *dec, int level);
-/* Reconstructs one row of n bytes with filter `type` (0..4) from in into
- * out (which may equal in, or start before it: see below); prior is the reconstructed row above (zeros
- * for a first row); bpp is the filter distance (bytes per pixel, >= 1). */
+/* Reconstructs one row of n bytes with filter `type` (0..4) from in into out
+ * (which may equal in, or start before it: see below); prior is the
+ * reconstructed row above (zeros for a first row); bpp is the filter distance
+ * (bytes per pixel, >= 1). */
 void sl_png_unfilter_row(int simd, uint8_t *out, const uint8_t *in,
                          const uint8_t *prior, size_t n, unsigned bpp,
                          unsigned type);

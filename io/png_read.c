@@ -917,13 +917,16 @@ void sl_png_decoder_destroy(sl_png_decoder *dec) {
   free(dec);
 }
 
-/* @return a buffer of at least `need` bytes in *p (grown, never copied;
- * with 1/8 headroom, so a run of similar images does not regrow it, and
- * re-fault its pages, for every slightly larger one). */
-static uint8_t *scratch(uint8_t **p, size_t *cap, size_t need) {
+/* @return a buffer of at least `need` bytes in *p (grown, never copied).
+ * It grows to at least twice its size (up to `retain`) and 1/8 above the
+ * need, so a run of images does not regrow it, and re-fault every page of
+ * a fresh allocation, for each slightly larger one. */
+static uint8_t *scratch(uint8_t **p, size_t *cap, size_t need, size_t retain) {
   if (*p && *cap >= need) return *p;
   free(*p);
   size_t want = need + (need < SIZE_MAX / 2 ? need / 8 : 0);
+  size_t twice = *cap < SIZE_MAX / 2 ? 2 * *cap : SIZE_MAX;
+  if (want < twice && twice <= retain) want = twice;
   *p = malloc(want ? want : 1);
   *cap = *p ? want : 0;
   return *p;
@@ -948,7 +951,7 @@ int sl_png_decoder_probe(sl_png_decoder *dec, const void *buf, size_t len,
   if (!dec || (!buf && len))
     return errf(err, errlen, SL_EINVAL, "no decoder or buffer");
   dec->probed = 0;
-  uint8_t *g = scratch(&dec->idat, &dec->idat_cap, len);
+  uint8_t *g = scratch(&dec->idat, &dec->idat_cap, len, dec->retain);
   if (!g) return errf(err, errlen, SL_ENOMEM, "out of memory (%zu bytes for "
                       "IDAT data)", len);
   int rc = scan_file(buf, len, max_pixels, max_bytes, info, &dec->probed_sc,
@@ -971,7 +974,8 @@ static const uint8_t *gather_idat(sl_png_decoder *dec, const uint8_t *b,
                                   const png_scan *sc, int gathered) {
   if (sc->idat_chunks == 1) return b + sc->idat_at + 8;
   if (gathered) return dec->idat;
-  uint8_t *z = scratch(&dec->idat, &dec->idat_cap, sc->idat_bytes);
+  uint8_t *z =
+      scratch(&dec->idat, &dec->idat_cap, sc->idat_bytes, dec->retain);
   if (!z) return NULL;
   size_t at = sc->idat_at, off = 0;
   for (uint32_t i = 0; i < sc->idat_chunks; i++) {
@@ -1026,7 +1030,8 @@ static int fast_decode(sl_png_decoder *dec, const uint8_t *b,
   size_t want = (size_t)raw_size(info);
   int inplace = info->work_bytes > info->stride * info->height &&
                 dst_cap >= want;
-  uint8_t *raw = inplace ? dst : scratch(&dec->raw, &dec->raw_cap, want);
+  uint8_t *raw =
+      inplace ? dst : scratch(&dec->raw, &dec->raw_cap, want, dec->retain);
   if (!raw) return errf(err, errlen, SL_ENOMEM, "out of memory (%zu bytes of "
                         "image data)", want);
   int rc = inflate_idat(dec, b, sc, gathered, info, raw, want, err, errlen);

@@ -79,8 +79,9 @@ static inline unsigned paeth_nb(unsigned a, unsigned b, unsigned c) {
 /* bpp 1 (grey8, palette8 and packed low depths): the left neighbour is
  * carried in a register. Through memory (out[i - 1]) every byte would wait
  * for the store of the byte before, since out may alias in or prior. */
-static inline __attribute__((always_inline)) void c_range1(uint8_t *out, const uint8_t *in, const uint8_t *prior,
-                     size_t i, size_t n, unsigned type) {
+static inline __attribute__((always_inline)) void
+c_range1(uint8_t *out, const uint8_t *in, const uint8_t *prior, size_t i,
+         size_t n, unsigned type) {
   unsigned a = i ? out[i - 1] : 0, c = i ? prior[i - 1] : 0;
   for (; i < n; i++) {
     unsigned b = prior[i];

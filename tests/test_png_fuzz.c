@@ -3,19 +3,18 @@
  * (io/png_read.c + io/png_unfilter.c) against libpng, on PNGs written by
  * libpng's own encoder.
  *
- * Each image is random: colour type and bit depth (all 15 legal pairs),
- * width 1..~70 or near the kernels' block edges (4- and 8-pixel blocks, row
- * pairs), height 1..~12, interlaced or not, tRNS or not, one filter type
- * forced for every row or libpng's adaptive mix, zlib level 0..9, pixels
- * noisy or smooth (so the adaptive filter really picks different types),
- * and the IDAT stream re-split into random chunk sizes. Every image is
- * decoded by the fast path at each SIMD level this CPU has (portable C,
- * SSE2, SSE4.1), each into a buffer of the image's size and in place
- * (sl_png_decoder_probe, then sl_png_decoder_decode_into with work_bytes,
- * as png.decode does), by the libpng path, and
- * compared byte for byte with the expected output computed here from the samples that were encoded (an
- * independent normalisation: palette lookup, bit replication, colour key
- * to alpha, native 16-bit order).
+ * Each image is random: colour type and bit depth (all 15 legal pairs), width
+ * 1..~70 or near the kernels' block edges (4- and 8-pixel blocks, row pairs),
+ * height 1..~12, interlaced or not, tRNS or not, one filter type forced for
+ * every row or libpng's adaptive mix, zlib level 0..9, pixels noisy or smooth
+ * (so the adaptive filter really picks different types), and the IDAT stream
+ * re-split into random chunk sizes. Every image is decoded by the fast path at
+ * each SIMD level this CPU has (portable C, SSE2, SSE4.1, AVX2), each into a
+ * buffer of the image's size and in place (sl_png_decoder_probe, then
+ * sl_png_decoder_decode_into with work_bytes, as png.decode does), by the
+ * libpng path, and compared byte for byte with the expected output computed
+ * here from the samples that were encoded (an independent normalisation:
+ * palette lookup, bit replication, colour key to alpha, native 16-bit order).
  *
  * Then mutations of those images, where both paths must either reject or
  * accept with identical pixels:
