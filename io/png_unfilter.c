@@ -1,38 +1,40 @@
 /*
  * png_unfilter.c -- PNG row reconstruction (filter types None, Sub, Up,
- * Average, Paeth) for the fast decoder in png_read.c: portable C, SSE2, and
- * SSE4.1 kernels picked at run time.
+ * Average, Paeth) for the fast decoder in png_read.c: portable C, SSE2,
+ * SSE4.1 and AVX2 kernels picked at run time.
  *
  * Where the time goes. Up and None are independent per byte and run at
  * memory speed in any form. Sub, Average and Paeth are a serial chain: byte
  * i needs the reconstructed byte i - bpp, so a row costs (pixels x latency
  * of one step) however wide the machine is. Photos encoded by libpng mostly
- * use Average or Paeth, and unfiltering was ~30% of decoding them.
+ * use Average or Paeth, and unfiltering was ~30% of decoding them (Paeth
+ * rows: more than half). The way round the chain: row y+1 only needs row y
+ * above it, so several rows can run at once, each a little behind the one
+ * above, in different lanes of the same registers.
  *
  * Levels (sl_png_simd_best() picks the highest the CPU has; tests force
  * each one, so every level stays checked against libpng):
  *  - C: byte loops, any bpp. The reference and the fallback.
  *  - SSE2 (x86-64 baseline): one pixel of 3..8 bytes per step in 16-bit
  *    lanes, so the bytes of a pixel go together; bpp 1 and 2 stay in C.
- *  - AVX2 (run-time check): 3- and 4-byte pixels four rows at a time
- *    (the SSE4.1 pair twice over in 256-bit registers, see quad_k).
- *  - SSE4.1 (run-time check): for 1-byte pixels (grey8, palette, packed
- *    low depths) eight rows at once on a diagonal (see diag_k). For 3- and
- *    4-byte pixels (RGB8, RGBA8, GA16)
- *    a block of 4 pixels is loaded and stored at once (pshufb spreads RGB
- *    into RGBx), and two consecutive rows are reconstructed together: row
- *    y+1 runs one block behind row y in the upper half of the same
- *    registers, its "up" neighbour being row y's block that was just
- *    computed (still in a register). Both chains advance in one step, so a
- *    row pair costs about what one row cost. Rows whose type is None or Up
- *    go alone (they need no chain); so does a pair whose rows are shorter
- *    than 8 pixels.
+ *  - SSE4.1 (run-time check): 3- and 4-byte pixels (RGB8, RGBA8, GA16) in
+ *    blocks of 4 pixels loaded and stored at once (pshufb spreads RGB into
+ *    RGBx), two rows at a time: row y+1 one block behind row y in the upper
+ *    half of the registers, its upper neighbours being the block row y has
+ *    just produced, still in a register (pair_k). 1-byte pixels (grey8,
+ *    palette, packed low depths): eight rows at a time on a diagonal
+ *    (diag_k).
+ *  - AVX2 (run-time check): 3- and 4-byte pixels four rows at a time, the
+ *    pair twice over in 256-bit registers (quad_k).
+ * Rows of different types mix (compile-time pairs, or lane masks). Rows
+ * that are too short for a kernel's blocks go through the next level down.
  * Every kernel computes exactly the spec's arithmetic (mod 256, Paeth's tie
  * order a, b, c), so all levels give identical bytes.
  *
  * Aliasing: `out` may equal `in` (the decoder unfilters in place when rows
- * need a conversion afterwards); every block is loaded before it is stored
- * and stores cover exactly the block's bytes.
+ * need a conversion afterwards) or start before it (rows inflated into the
+ * output buffer); every block is loaded before anything at or after its
+ * output position is stored, and stores cover exactly the block's bytes.
  */
 #include <stdint.h>
 #include <stdlib.h>
