@@ -889,6 +889,7 @@ struct sl_png_decoder {
   size_t probed_len;
   sl_png_info probed_info;
   png_scan probed_sc; /* with several IDAT chunks, idat holds them */
+  uint8_t probed_crcs[8]; /* IHDR's and the first IDAT's CRC, see below */
 };
 
 sl_png_decoder *sl_png_decoder_create(size_t retain_bytes) {
@@ -945,6 +946,14 @@ static void release_big(sl_png_decoder *dec) {
   }
 }
 
+/* Two CRCs of a scanned file, compared before a probe's scan is trusted
+ * for a decode: a cheap guard against a caller that swapped the buffer for
+ * another of the same address and length in between. */
+static void probe_crcs(const uint8_t *b, const png_scan *sc, uint8_t out[8]) {
+  memcpy(out, b + 29, 4);
+  memcpy(out + 4, b + sc->idat_at + 8 + be32(b + sc->idat_at), 4);
+}
+
 int sl_png_decoder_probe(sl_png_decoder *dec, const void *buf, size_t len,
                          uint64_t max_pixels, uint64_t max_bytes,
                          sl_png_info *info, char *err, size_t errlen) {
@@ -964,6 +973,7 @@ int sl_png_decoder_probe(sl_png_decoder *dec, const void *buf, size_t len,
   dec->probed_buf = buf;
   dec->probed_len = len;
   dec->probed_info = *info;
+  probe_crcs(buf, &dec->probed_sc, dec->probed_crcs);
   return 0;
 }
 
@@ -1055,9 +1065,12 @@ int sl_png_decoder_decode_into(sl_png_decoder *dec, const void *buf,
   if (!dec) return errf(err, errlen, SL_EINVAL, "no decoder");
   /* right after sl_png_decoder_probe() of this buffer, its scan (and the
    * IDAT data it gathered) stands in for a second validation pass */
+  uint8_t crcs[8];
   int gathered = dec->probed && buf == dec->probed_buf &&
                  len == dec->probed_len && info &&
                  same_format(info, &dec->probed_info);
+  if (gathered) probe_crcs(buf, &dec->probed_sc, crcs);
+  gathered = gathered && memcmp(crcs, dec->probed_crcs, 8) == 0;
   dec->probed = 0;
   int rc = 0;
   if (gathered) {

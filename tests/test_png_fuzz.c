@@ -536,6 +536,22 @@ TEST(png_decoder_probe_handoff) {
   ASSERT_EQ(sl_png_decoder_probe(dec, sa.p, sa.n, 1 << 20, 1 << 24, &ia, err, sizeof err), 0);
   int rc = sl_png_decoder_decode_into(dec, c.p, c.n, &ia, px, ia.work_bytes, err, sizeof err);
   ASSERT(rc != 0 || memcmp(px, wa, wa_len) != 0);
+  /* the same address and length holding other bytes (first IDAT changed,
+   * its CRC fixed) -- a broken promise the decoder still notices */
+  size_t first = 8;
+  while (memcmp(c.p + first + 4, "IDAT", 4)) first += rd32(c.p + first) + 12;
+  memcpy(c.p, sa.p, sa.n);
+  c.p[first + 8 + rd32(c.p + first) - 1] ^= 0x01;
+  cc = (uint32_t)crc32(0, c.p + first + 4, rd32(c.p + first) + 4);
+  for (int k = 0; k < 4; k++) c.p[first + 8 + rd32(c.p + first) + k] = (uint8_t)(cc >> (24 - 8 * k));
+  uint8_t *keep = malloc(sa.n);
+  memcpy(keep, sa.p, sa.n);
+  ASSERT_EQ(sl_png_decoder_probe(dec, sa.p, sa.n, 1 << 20, 1 << 24, &ia, err, sizeof err), 0);
+  memcpy(sa.p, c.p, sa.n);
+  rc = sl_png_decoder_decode_into(dec, sa.p, sa.n, &ia, px, ia.work_bytes, err, sizeof err);
+  ASSERT(rc != 0 || memcmp(px, wa, wa_len) != 0);
+  memcpy(sa.p, keep, sa.n);
+  free(keep);
   free(c.p);
   /* probe a, decode a (handoff), decode a again (fresh scan) */
   ASSERT_EQ(sl_png_decoder_probe(dec, sa.p, sa.n, 1 << 20, 1 << 24, &ia, err, sizeof err), 0);
