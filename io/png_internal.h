@@ -38,6 +38,11 @@ typedef struct sl_png_info {
   uint32_t channels; /* output: 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA */
   uint32_t depth;    /* output bits per sample: 8 or 16 (16: native order) */
   size_t stride;     /* output bytes per row = width*channels*depth/8 */
+  size_t work_bytes; /* dst size for sl_png_decoder_decode_into() to
+                        decode in place, without a scratch copy of the
+                        rows: stride*height, plus height when the rows need
+                        no conversion (non-interlaced 8/16-bit grey, GA,
+                        RGB, RGBA without tRNS) */
   uint8_t color_type, bit_depth, interlace; /* as in IHDR */
 } sl_png_info;
 
@@ -109,6 +114,27 @@ int sl_png_decoder_decode(sl_png_decoder *dec, const void *buf, size_t len,
                           const sl_png_info *info, void *dst, char *err,
                           size_t errlen);
 
+/* sl_png_probe() through `dec`: same checks, limits and result; besides,
+ * the IDAT payloads are concatenated into the decoder's scratch while their
+ * CRCs are checked (each chunk copied while it is still in cache), and the
+ * scan is kept, so that the next sl_png_decoder_decode*() of the same
+ * buffer (same pointer and length, unchanged in between: the caller's
+ * promise) skips its own validation pass and the separate copy. Any other
+ * decode call forgets it. */
+int sl_png_decoder_probe(sl_png_decoder *dec, const void *buf, size_t len,
+                         uint64_t max_pixels, uint64_t max_bytes,
+                         sl_png_info *info, char *err, size_t errlen);
+
+/* As sl_png_decoder_decode() into dst[0..dst_cap). With dst_cap >=
+ * info->work_bytes the zlib stream is inflated into dst itself and the rows
+ * are unfiltered in place (no scratch buffer of the image's size: one pass
+ * less over memory and nothing to fault in); the bytes past
+ * stride*height are then scratch. Otherwise as sl_png_decoder_decode().
+ * @return as sl_png_decode(); SL_EINVAL when dst_cap < stride*height. */
+int sl_png_decoder_decode_into(sl_png_decoder *dec, const void *buf,
+                               size_t len, const sl_png_info *info, void *dst,
+                               size_t dst_cap, char *err, size_t errlen);
+
 /* Same contract and same output, decoded by libpng (the reference path, used
  * by differential tests, and by sl_png_decode() itself in the rare case where
  * zlib accepts a deflate stream libdeflate refuses). libpng's messages are
@@ -119,6 +145,47 @@ int sl_png_decoder_decode(sl_png_decoder *dec, const void *buf, size_t len,
  * the fast path, which always checks the stream to its end, rejects. */
 int sl_png_decode_libpng(const void *buf, size_t len, const sl_png_info *info,
                          void *dst, char *err, size_t errlen);
+
+/* Unfiltering kernels (png_unfilter.c), shared with the tests so that each
+ * SIMD level is checked against libpng on the machine that runs them. */
+enum {
+  SL_PNG_SIMD_C = 0,    /* portable C only */
+  SL_PNG_SIMD_SSE2 = 1, /* x86-64 baseline: pixels of 3..8 bytes */
+  SL_PNG_SIMD_SSE41 = 2, /* + 4-pixel blocks, rows interleaved (2 or 8) */
+  SL_PNG_SIMD_AVX2 = 3   /* + four rows of 3/4-byte pixels at once */
+};
+/* @return the highest level this CPU runs (a run-time check). */
+int sl_png_simd_best(void);
+/* Decodes with at most `level` (SL_PNG_SIMD_*; the CPU's best is used when
+ * level is higher). For tests and benchmarks; a new decoder uses the best. */
+void sl_png_decoder_set_simd(sl_png_decoder *dec, int level);
+/* Reconstructs one row of n bytes with filter `type` (0..4) from in into out
+ * (which may equal in, or start before it: see below); prior is the
+ * reconstructed row above (zeros for a first row); bpp is the filter distance
+ * (bytes per pixel, >= 1). */
+void sl_png_unfilter_row(int simd, uint8_t *out, const uint8_t *in,
+                         const uint8_t *prior, size_t n, unsigned bpp,
+                         unsigned type);
+/* How many consecutive rows the kernels of `simd` reconstruct together for
+ * rows of n bytes with filter distance bpp: 8 (1-byte pixels, SSE4.1), 4
+ * (3/4-byte pixels, AVX2) or 2. */
+int sl_png_unfilter_group(int simd, unsigned bpp, size_t n);
+/* k consecutive rows (k = 1, 2 or sl_png_unfilter_group()): in[j] -> out[j]
+ * with filter type[j] (0..4), row j's prior being out[j-1] and row 0's
+ * `prior`. Same bytes as k sl_png_unfilter_row() calls. Aliasing as for
+ * sl_png_unfilter_rows2(); no out[j] may overlap another row's input. */
+void sl_png_unfilter_rows(int simd, int k, uint8_t *const out[],
+                          const uint8_t *const in[], const unsigned type[],
+                          const uint8_t *prior, size_t n, unsigned bpp);
+/* Two consecutive rows at once: in0 -> out0 above which is prior, then
+ * in1 -> out1 above which is out0. Same bytes as two sl_png_unfilter_row()
+ * calls. Each output may equal its input or start before it (forward
+ * in-place decoding: every byte is read before anything at or after its
+ * output position is written); out0 must not overlap in1 or prior. */
+void sl_png_unfilter_rows2(int simd, uint8_t *out0, const uint8_t *in0,
+                           uint8_t *out1, const uint8_t *in1,
+                           const uint8_t *prior, size_t n, unsigned bpp,
+                           unsigned t0, unsigned t1);
 
 /* ======================================================================
  * Encode (png_write.c) -- declarations below this line belong to the

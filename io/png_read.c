@@ -11,13 +11,16 @@
  * before anyone has allocated for it.
  *
  * Fast path (sl_png_decode): the IDAT payloads are concatenated (or used in
- * place when there is a single IDAT), libdeflate inflates the zlib stream in
- * one call into a buffer of exactly the size IHDR implies (the call checks
- * the Adler-32 and fails on too much or too little data), and each row is
- * unfiltered -- straight into the caller's buffer when the raw rows already
- * are the output format, else in place and then converted (bit unpacking,
- * palette and tRNS lookup, 16-bit byte order). Adam7 passes are unfiltered
- * the same way and scattered into place. When libdeflate fails, zlib re-reads
+ * place when there is a single IDAT; sl_png_decoder_probe copies each one
+ * right after checking its CRC), libdeflate inflates the zlib stream in one
+ * call into a buffer of exactly the size IHDR implies (the call checks the
+ * Adler-32 and fails on too much or too little data), and each row is
+ * unfiltered (png_unfilter.c: SIMD kernels, several rows interleaved) --
+ * straight into the caller's buffer when the raw rows already are the
+ * output format (with room for it, inflated into that buffer itself and
+ * unfiltered in place), else in place in scratch and then converted (bit
+ * unpacking, palette and tRNS lookup, 16-bit byte order). Adam7 passes are
+ * unfiltered the same way and scattered into place. When libdeflate fails, zlib re-reads
  * the stream only to name the cause (truncated after N rows, adler32
  * mismatch, ...); if zlib accepts a stream libdeflate refused, the libpng
  * path decodes the file, so both paths always agree.
@@ -41,10 +44,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
-
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
 
 #include "png_internal.h"
 #include "sluice.h"
@@ -174,6 +173,8 @@ typedef struct scan_state {
   int idat;      /* 0 before the IDAT run, 1 inside it, 2 after it */
   int have_plte; /* a PLTE chunk was seen */
   int have_trns;
+  const uint8_t *file;
+  uint8_t *gather; /* when not NULL: IDAT payloads concatenated here */
 } scan_state;
 
 static int check_plte(scan_state *s, const uint8_t *p, uint32_t n, char *err,
@@ -256,6 +257,12 @@ static int check_idat(scan_state *s, size_t at, uint32_t n, char *err,
     return errf(err, errlen, SL_EFORMAT, "PLTE missing for palette image");
   if (s->idat == 0) s->sc->idat_at = at;
   s->idat = 1;
+  /* copied right after its CRC was computed, while it is in cache; a
+   * single IDAT is used where it lies, so copying starts at the second */
+  if (s->gather && s->sc->idat_chunks == 1)
+    memcpy(s->gather, s->file + s->sc->idat_at + 8, s->sc->idat_bytes);
+  if (s->gather && s->sc->idat_chunks >= 1)
+    memcpy(s->gather + s->sc->idat_bytes, s->file + at + 8, n);
   s->sc->idat_bytes += n;
   s->sc->idat_chunks++;
   return 0;
@@ -298,8 +305,9 @@ static int scan_chunk(scan_state *s, const uint8_t *b, size_t at, char *err,
 
 /* Walks the chunks after IHDR up to IEND, checking every bound before use. */
 static int scan_chunks(const uint8_t *b, size_t len, const sl_png_info *hdr,
-                       png_scan *sc, char *err, size_t errlen) {
-  scan_state s = {hdr, sc, 0, 0, 0};
+                       png_scan *sc, uint8_t *gather, char *err,
+                       size_t errlen) {
+  scan_state s = {hdr, sc, 0, 0, 0, b, gather};
   size_t at = 33; /* signature + IHDR */
   char tn[20];
   for (;;) {
@@ -369,10 +377,12 @@ static int check_ihdr_chunk(const uint8_t *b, size_t len, char *err,
   return 0;
 }
 
-/* The whole validation behind probe and both decoders. */
+/* The whole validation behind probe and both decoders. With `gather` (at
+ * least len bytes), the payloads of several IDAT chunks are concatenated
+ * there on the way. */
 static int scan_file(const uint8_t *b, size_t len, uint64_t max_pixels,
                      uint64_t max_bytes, sl_png_info *info, png_scan *sc,
-                     char *err, size_t errlen) {
+                     uint8_t *gather, char *err, size_t errlen) {
   memset(info, 0, sizeof *info);
   memset(sc, 0, sizeof *sc);
   if (err && errlen) err[0] = '\0';
@@ -385,7 +395,7 @@ static int scan_file(const uint8_t *b, size_t len, uint64_t max_pixels,
     return errf(err, errlen, SL_ELIMIT, "image is %" PRIu32 "x%" PRIu32
                 " = %" PRIu64 " pixels, above max_pixels=%" PRIu64,
                 info->width, info->height, px, max_pixels);
-  rc = scan_chunks(b, len, info, sc, err, errlen);
+  rc = scan_chunks(b, len, info, sc, gather, err, errlen);
   if (rc < 0) return rc;
   output_format(info, sc->trns != NULL);
   uint64_t stride = (uint64_t)info->width * info->channels * info->depth / 8;
@@ -395,6 +405,12 @@ static int scan_file(const uint8_t *b, size_t len, uint64_t max_pixels,
                 "-bit channels), above max_bytes=%" PRIu64, stride *
                 info->height, info->width, info->height, info->channels,
                 info->depth, max_bytes);
+  /* Rows that need no conversion can be inflated into the output buffer
+   * itself and unfiltered in place (sl_png_decoder_decode_into). */
+  info->work_bytes = stride * info->height;
+  if (!info->interlace && info->bit_depth >= 8 && info->color_type != 3 &&
+      !sc->trns)
+    info->work_bytes += info->height;
   return 0;
 }
 
@@ -403,7 +419,14 @@ int sl_png_probe(const void *buf, size_t len, uint64_t max_pixels,
                  size_t errlen) {
   png_scan sc;
   if (!buf && len) return errf(err, errlen, SL_EINVAL, "no buffer");
-  return scan_file(buf, len, max_pixels, max_bytes, info, &sc, err, errlen);
+  return scan_file(buf, len, max_pixels, max_bytes, info, &sc, NULL, err,
+                   errlen);
+}
+
+static int same_format(const sl_png_info *a, const sl_png_info *b) {
+  return a->width == b->width && a->height == b->height &&
+         a->channels == b->channels && a->depth == b->depth &&
+         a->stride == b->stride;
 }
 
 /* Re-validates buf and checks that *info still describes it (decode must
@@ -412,11 +435,10 @@ static int rescan(const void *buf, size_t len, const sl_png_info *info,
                   sl_png_info *fresh, png_scan *sc, char *err, size_t errlen) {
   if (!info || (!buf && len))
     return errf(err, errlen, SL_EINVAL, "no buffer or info");
-  int rc = scan_file(buf, len, UINT64_MAX, UINT64_MAX, fresh, sc, err, errlen);
+  int rc = scan_file(buf, len, UINT64_MAX, UINT64_MAX, fresh, sc, NULL, err,
+                     errlen);
   if (rc < 0) return rc;
-  if (fresh->width != info->width || fresh->height != info->height ||
-      fresh->channels != info->channels || fresh->depth != info->depth ||
-      fresh->stride != info->stride)
+  if (!same_format(fresh, info))
     return errf(err, errlen, SL_EINVAL, "decode: info (%" PRIu32 "x%" PRIu32
                 ", %" PRIu32 "x%" PRIu32 "-bit) does not describe this buffer "
                 "(%" PRIu32 "x%" PRIu32 ", %" PRIu32 "x%" PRIu32 "-bit)",
@@ -491,6 +513,7 @@ typedef struct fast_dec {
   unsigned out_px; /* output bytes per pixel */
   int conv;
   int has_key;
+  int simd;            /* SL_PNG_SIMD_* level of the unfilter kernels */
   uint16_t key[3];     /* tRNS colour key */
   uint8_t lut[256][4]; /* palette RGBA, or grey level of a low-depth sample */
 } fast_dec;
@@ -610,184 +633,6 @@ static void convert_row(const fast_dec *d, const uint8_t *src, uint32_t n,
   }
 }
 
-/* ---------------------------------------------------------------------
- * Fast path: unfiltering. `out` may equal `in` (in-place); `prior` is the
- * previous reconstructed row (all zeros for a pass's first row).
- * --------------------------------------------------------------------- */
-
-static void unfilter_sub(uint8_t *out, const uint8_t *in, size_t n,
-                         unsigned bpp) {
-  for (size_t i = 0; i < bpp && i < n; i++) out[i] = in[i];
-  for (size_t i = bpp; i < n; i++) out[i] = (uint8_t)(in[i] + out[i - bpp]);
-}
-
-static void unfilter_up(uint8_t *out, const uint8_t *in, const uint8_t *prior,
-                        size_t n) {
-  for (size_t i = 0; i < n; i++) out[i] = (uint8_t)(in[i] + prior[i]);
-}
-
-static void unfilter_avg(uint8_t *out, const uint8_t *in, const uint8_t *prior,
-                         size_t n, unsigned bpp) {
-  for (size_t i = 0; i < bpp && i < n; i++)
-    out[i] = (uint8_t)(in[i] + (prior[i] >> 1));
-  for (size_t i = bpp; i < n; i++)
-    out[i] = (uint8_t)(in[i] + ((out[i - bpp] + prior[i]) >> 1));
-}
-
-static inline uint8_t paeth(int a, int b, int c) {
-  int pa = abs(b - c), pb = abs(a - c), pc = abs(a + b - 2 * c);
-  if (pa <= pb && pa <= pc) return (uint8_t)a;
-  return (uint8_t)(pb <= pc ? b : c);
-}
-
-static void unfilter_paeth(uint8_t *out, const uint8_t *in,
-                                  const uint8_t *prior, size_t n,
-                                  unsigned bpp) {
-  for (size_t i = 0; i < bpp && i < n; i++)
-    out[i] = (uint8_t)(in[i] + prior[i]);
-  for (size_t i = bpp; i < n; i++)
-    out[i] = (uint8_t)(in[i] + paeth(out[i - bpp], prior[i], prior[i - bpp]));
-}
-
-#if defined(__SSE2__)
-/* The SSE2 filters work on one whole pixel (3, 4, 6 or 8 bytes) at a time:
- * the chain from pixel to pixel is serial, the bytes of one pixel are not.
- * Each helper is inlined with bpp a compile-time constant (see the switches
- * below), so moving a pixel is a plain load or store, not a memcpy call. */
-#define PX_INLINE static inline __attribute__((always_inline))
-
-/* Odd sizes are loaded and stored in two pieces assembled in a register: a
- * memcpy of 3 or 6 bytes to or from a local goes through the stack and
- * stalls store forwarding on every pixel. */
-PX_INLINE __m128i load8(const uint8_t *p, unsigned bpp) {
-  uint32_t lo;
-  uint16_t lo16, hi16;
-  uint64_t v;
-  switch (bpp) {
-  case 3:
-    memcpy(&lo16, p, 2);
-    return _mm_cvtsi32_si128((int)(lo16 | (uint32_t)p[2] << 16));
-  case 4: memcpy(&lo, p, 4); return _mm_cvtsi32_si128((int)lo);
-  case 6:
-    memcpy(&lo, p, 4);
-    memcpy(&hi16, p + 4, 2);
-    return _mm_cvtsi64_si128((long long)(lo | (uint64_t)hi16 << 32));
-  default: memcpy(&v, p, 8); return _mm_cvtsi64_si128((long long)v);
-  }
-}
-
-PX_INLINE void store8(uint8_t *p, __m128i v, unsigned bpp) {
-  uint64_t u = (uint64_t)_mm_cvtsi128_si64(v);
-  uint32_t lo = (uint32_t)u;
-  uint16_t lo16 = (uint16_t)u, hi16 = (uint16_t)(u >> 32);
-  switch (bpp) {
-  case 3: memcpy(p, &lo16, 2); p[2] = (uint8_t)(u >> 16); break;
-  case 4: memcpy(p, &lo, 4); break;
-  case 6: memcpy(p, &lo, 4); memcpy(p + 4, &hi16, 2); break;
-  default: memcpy(p, &u, 8); break;
-  }
-}
-
-/* A pixel widened to 16-bit lanes. */
-PX_INLINE __m128i load_wide(const uint8_t *p, unsigned bpp) {
-  return _mm_unpacklo_epi8(load8(p, bpp), _mm_setzero_si128());
-}
-
-PX_INLINE void store_wide(uint8_t *p, __m128i v, unsigned bpp) {
-  store8(p, _mm_packus_epi16(v, v), bpp);
-}
-
-PX_INLINE __m128i abs16(__m128i x) {
-  return _mm_max_epi16(x, _mm_sub_epi16(_mm_setzero_si128(), x));
-}
-
-PX_INLINE void sub_px(uint8_t *out, const uint8_t *in, size_t n,
-                      unsigned bpp) {
-  __m128i a = _mm_setzero_si128();
-  for (size_t i = 0; i + bpp <= n; i += bpp) {
-    a = _mm_add_epi8(a, load8(in + i, bpp));
-    store8(out + i, a, bpp);
-  }
-}
-
-PX_INLINE void avg_px(uint8_t *out, const uint8_t *in, const uint8_t *prior,
-                      size_t n, unsigned bpp) {
-  __m128i a = _mm_setzero_si128(), mask = _mm_set1_epi16(0xff);
-  for (size_t i = 0; i + bpp <= n; i += bpp) {
-    __m128i b = load_wide(prior + i, bpp), x = load_wide(in + i, bpp);
-    a = _mm_and_si128(_mm_add_epi16(x, _mm_srli_epi16(_mm_add_epi16(a, b), 1)),
-                      mask);
-    store_wide(out + i, a, bpp);
-  }
-}
-
-/* Paeth, branch-free: pick a where pa <= pb and pa <= pc, else b where
- * pb <= pc, else c (the spec's tie order). */
-PX_INLINE void paeth_px(uint8_t *out, const uint8_t *in, const uint8_t *prior,
-                        size_t n, unsigned bpp) {
-  __m128i a = _mm_setzero_si128(), c = _mm_setzero_si128();
-  const __m128i one = _mm_set1_epi16(1), mask = _mm_set1_epi16(0xff);
-  for (size_t i = 0; i + bpp <= n; i += bpp) {
-    __m128i b = load_wide(prior + i, bpp), x = load_wide(in + i, bpp);
-    __m128i pa = abs16(_mm_sub_epi16(b, c)), pb = abs16(_mm_sub_epi16(a, c));
-    __m128i pc = abs16(_mm_sub_epi16(_mm_add_epi16(a, b), _mm_add_epi16(c, c)));
-    __m128i use_a = _mm_and_si128(_mm_cmplt_epi16(pa, _mm_add_epi16(pb, one)),
-                                  _mm_cmplt_epi16(pa, _mm_add_epi16(pc, one)));
-    __m128i use_b = _mm_cmplt_epi16(pb, _mm_add_epi16(pc, one));
-    __m128i pred = _mm_or_si128(_mm_and_si128(use_b, b), _mm_andnot_si128(use_b, c));
-    pred = _mm_or_si128(_mm_and_si128(use_a, a), _mm_andnot_si128(use_a, pred));
-    a = _mm_and_si128(_mm_add_epi16(x, pred), mask);
-    store_wide(out + i, a, bpp);
-    c = b;
-  }
-}
-
-/* Runs filter helper `px` with bpp as a constant for every pixel size >= 3
- * that PNG has (RGB8, RGBA8 / GA16, RGB16, RGBA16). */
-#define PX_DISPATCH(px, ...)                                                   \
-  switch (bpp) {                                                               \
-  case 3: px(__VA_ARGS__, 3); break;                                           \
-  case 4: px(__VA_ARGS__, 4); break;                                           \
-  case 6: px(__VA_ARGS__, 6); break;                                           \
-  default: px(__VA_ARGS__, 8); break;                                          \
-  }
-
-static void unfilter_sub_sse2(uint8_t *out, const uint8_t *in, size_t n,
-                              unsigned bpp) {
-  PX_DISPATCH(sub_px, out, in, n)
-}
-
-static void unfilter_avg_sse2(uint8_t *out, const uint8_t *in,
-                              const uint8_t *prior, size_t n, unsigned bpp) {
-  PX_DISPATCH(avg_px, out, in, prior, n)
-}
-
-static void unfilter_paeth_sse2(uint8_t *out, const uint8_t *in,
-                                const uint8_t *prior, size_t n, unsigned bpp) {
-  PX_DISPATCH(paeth_px, out, in, prior, n)
-}
-#endif
-
-/* Reconstructs one row; `type` is 0..4. SSE2 takes pixels of 3+ bytes. */
-static void unfilter_row(uint8_t *out, const uint8_t *in, const uint8_t *prior,
-                         size_t n, unsigned bpp, unsigned type) {
-#if defined(__SSE2__)
-  if (bpp >= 3 && type != 0 && type != 2) {
-    if (type == 1) unfilter_sub_sse2(out, in, n, bpp);
-    else if (type == 3) unfilter_avg_sse2(out, in, prior, n, bpp);
-    else unfilter_paeth_sse2(out, in, prior, n, bpp);
-    return;
-  }
-#endif
-  switch (type) {
-  case 0: if (out != in) memcpy(out, in, n); break;
-  case 1: unfilter_sub(out, in, n, bpp); break;
-  case 2: unfilter_up(out, in, prior, n); break;
-  case 3: unfilter_avg(out, in, prior, n, bpp); break;
-  default: unfilter_paeth(out, in, prior, n, bpp); break;
-  }
-}
-
 static int bad_filter(const sl_png_info *info, int pass, uint32_t y,
                       unsigned type, char *err, size_t errlen) {
   if (pass < 0)
@@ -802,27 +647,65 @@ static int bad_filter(const sl_png_info *info, int pass, uint32_t y,
  * Fast path: rows and passes
  * --------------------------------------------------------------------- */
 
+/* Reconstructs the next rows -- eight (1-byte pixels, SSE4.1), four
+ * (3/4-byte pixels, AVX2), two or one: as many as the kernels interleave
+ * and have valid types; a bad type is
+ * reported when its row comes first. in points at a filter byte, rows
+ * follow at rb + 1 bytes; row j's output goes to out0 + j * ostride, or,
+ * with tmp (in-place decoding, where a later row's output would overwrite
+ * an earlier row's unread input), rows j >= 1 go through tmp[(j-1)*rb] and
+ * are copied into place afterwards. @return rows done or SL_EFORMAT. */
+static int unfilter_step(const fast_dec *d, const uint8_t *in, uint8_t *out0,
+                         size_t ostride, uint8_t *tmp, const uint8_t *prior,
+                         size_t rb, uint32_t left, int pass, uint32_t y,
+                         char *err, size_t errlen) {
+  unsigned t[8];
+  uint8_t *out[8];
+  const uint8_t *rows[8];
+  int g = sl_png_unfilter_group(d->simd, d->bpp, rb);
+  int k = left >= (uint32_t)g ? g : left >= 2 ? 2 : 1;
+  for (int j = 0; j < k; j++) {
+    t[j] = in[(size_t)j * (rb + 1)];
+    rows[j] = in + (size_t)j * (rb + 1) + 1;
+    out[j] = tmp && j ? tmp + (size_t)(j - 1) * rb : out0 + (size_t)j * ostride;
+    if (t[j] > 4 && j == 0) return bad_filter(d->info, pass, y, t[0], err, errlen);
+    if (t[j] > 4) k = j < 2 ? 1 : 2;
+  }
+  sl_png_unfilter_rows(d->simd, k, out, rows, t, prior, rb, d->bpp);
+  for (int j = 1; tmp && j < k; j++) memcpy(out0 + (size_t)j * ostride, out[j], rb);
+  return k;
+}
+
 /* Non-interlaced, raw format == output format (up to byte order): unfilter
- * from the inflated buffer straight into dst, the previous dst row being the
- * prior row. 16-bit rows stay big-endian until the next row has used them. */
+ * from the inflated rows into dst, the previous dst row being the prior row.
+ * 16-bit rows stay big-endian until the next row has used them.
+ * In place (raw == dst, inflated there by sl_png_decoder_decode_into): row
+ * y's input starts y + 1 bytes after its output, so reconstructing forward
+ * never overwrites input not yet read -- except that the later rows of an
+ * interleaved group would overwrite the tail of the earlier rows' input;
+ * they go through `tmp` and are copied into place after the group. */
 static int decode_direct(const fast_dec *d, const uint8_t *raw,
-                         const uint8_t *zero, uint8_t *dst, char *err,
-                         size_t errlen) {
+                         const uint8_t *zero, uint8_t *tmp, uint8_t *dst,
+                         char *err, size_t errlen) {
   const sl_png_info *info = d->info;
   size_t rb = info->stride, samples = rb / 2;
+  int inplace = raw == dst;
   const uint8_t *prior = zero;
-  for (uint32_t y = 0; y < info->height; y++) {
-    const uint8_t *in = raw + (size_t)y * (rb + 1);
-    uint8_t *out = dst + (size_t)y * info->stride;
-    if (in[0] > 4) return bad_filter(info, -1, y, in[0], err, errlen);
-    unfilter_row(out, in + 1, prior, rb, d->bpp, in[0]);
-    if (d->conv == CONV_SWAP16 && y > 0)
-      swap16(out - info->stride, samples, out - info->stride);
-    prior = out;
+  for (uint32_t y = 0; y < info->height;) {
+    uint8_t *out = dst + (size_t)y * rb;
+    int k = unfilter_step(d, raw + (size_t)y * (rb + 1), out, rb,
+                          inplace ? tmp : NULL, prior, rb, info->height - y,
+                          -1, y, err, errlen);
+    if (k < 0) return k;
+    /* rows y-1 .. y+k-2 are no longer anyone's prior */
+    for (uint32_t r = y ? y - 1 : 0; d->conv == CONV_SWAP16 && r + 1 < y + k; r++)
+      swap16(dst + (size_t)r * rb, samples, dst + (size_t)r * rb);
+    prior = out + (size_t)(k - 1) * rb;
+    y += (uint32_t)k;
   }
   if (d->conv == CONV_SWAP16)
-    swap16(dst + (size_t)(info->height - 1) * info->stride, samples,
-           dst + (size_t)(info->height - 1) * info->stride);
+    swap16(dst + (size_t)(info->height - 1) * rb, samples,
+           dst + (size_t)(info->height - 1) * rb);
   return 0;
 }
 
@@ -859,16 +742,19 @@ static int decode_pass(const fast_dec *d, uint8_t *raw, int p,
   pass_size(d->info, p, &pw, &ph);
   size_t rb = row_bytes(pw, d->bits);
   const uint8_t *prior = zero;
-  for (uint32_t y = 0; y < ph && pw > 0; y++) {
+  for (uint32_t y = 0; y < ph && pw > 0;) {
     uint8_t *row = raw + (size_t)y * (rb + 1);
-    if (row[0] > 4) return bad_filter(d->info, p, y, row[0], err, errlen);
-    unfilter_row(row + 1, row + 1, prior, rb, d->bpp, row[0]);
-    prior = row + 1;
-    if (p < 0) {
-      convert_row(d, row + 1, pw, dst + (size_t)y * d->info->stride);
-    } else {
-      convert_row(d, row + 1, pw, tmp);
-      scatter(d, tmp, pw, p, y, dst);
+    int k = unfilter_step(d, row, row + 1, rb + 1, NULL, prior, rb, ph - y,
+                          p, y, err, errlen);
+    if (k < 0) return k;
+    for (int j = 0; j < k; j++, y++, row += rb + 1) {
+      if (p < 0) {
+        convert_row(d, row + 1, pw, dst + (size_t)y * d->info->stride);
+      } else {
+        convert_row(d, row + 1, pw, tmp);
+        scatter(d, tmp, pw, p, y, dst);
+      }
+      prior = row + 1;
     }
   }
   return 0;
@@ -880,13 +766,14 @@ static int unfilter_image(const fast_dec *d, uint8_t *raw, uint8_t *dst,
   const sl_png_info *info = d->info;
   size_t rb = row_bytes(info->width, d->bits);
   uint8_t *zero = calloc(1, rb + 1);
-  uint8_t *tmp = info->interlace ? malloc(info->stride) : NULL;
+  /* tmp: an Adam7 row before scattering, or 7 rows of in-place decoding */
+  uint8_t *tmp = malloc(7 * (info->stride > rb ? info->stride : rb));
   int rc = 0;
-  if (!zero || (info->interlace && !tmp)) {
+  if (!zero || !tmp) {
     rc = errf(err, errlen, SL_ENOMEM, "out of memory (row buffers)");
   } else if (!info->interlace &&
              (d->conv == CONV_COPY || d->conv == CONV_SWAP16)) {
-    rc = decode_direct(d, raw, zero, dst, err, errlen);
+    rc = decode_direct(d, raw, zero, tmp, dst, err, errlen);
   } else {
     for (int p = info->interlace ? 0 : -1; rc == 0 && p < (info->interlace ? 7 : 0); p++) {
       uint32_t pw, ph;
@@ -995,6 +882,14 @@ struct sl_png_decoder {
   uint8_t *idat; /* IDAT payloads concatenated (when there are several) */
   size_t idat_cap;
   size_t retain;
+  int simd; /* unfilter kernels: SL_PNG_SIMD_*, the CPU's best by default */
+  /* what sl_png_decoder_probe() found, for the decode that follows */
+  int probed;
+  const void *probed_buf;
+  size_t probed_len;
+  sl_png_info probed_info;
+  png_scan probed_sc; /* with several IDAT chunks, idat holds them */
+  uint8_t probed_crcs[8]; /* IHDR's and the first IDAT's CRC, see below */
 };
 
 sl_png_decoder *sl_png_decoder_create(size_t retain_bytes) {
@@ -1006,7 +901,13 @@ sl_png_decoder *sl_png_decoder_create(size_t retain_bytes) {
     return NULL;
   }
   dec->retain = retain_bytes;
+  dec->simd = sl_png_simd_best();
   return dec;
+}
+
+void sl_png_decoder_set_simd(sl_png_decoder *dec, int level) {
+  int best = sl_png_simd_best();
+  if (dec) dec->simd = level < 0 ? 0 : level > best ? best : level;
 }
 
 void sl_png_decoder_destroy(sl_png_decoder *dec) {
@@ -1017,12 +918,18 @@ void sl_png_decoder_destroy(sl_png_decoder *dec) {
   free(dec);
 }
 
-/* @return a buffer of at least `need` bytes in *p (grown, never copied). */
-static uint8_t *scratch(uint8_t **p, size_t *cap, size_t need) {
+/* @return a buffer of at least `need` bytes in *p (grown, never copied).
+ * It grows to at least twice its size (up to `retain`) and 1/8 above the
+ * need, so a run of images does not regrow it, and re-fault every page of
+ * a fresh allocation, for each slightly larger one. */
+static uint8_t *scratch(uint8_t **p, size_t *cap, size_t need, size_t retain) {
   if (*p && *cap >= need) return *p;
   free(*p);
-  *p = malloc(need ? need : 1);
-  *cap = *p ? need : 0;
+  size_t want = need + (need < SIZE_MAX / 2 ? need / 8 : 0);
+  size_t twice = *cap < SIZE_MAX / 2 ? 2 * *cap : SIZE_MAX;
+  if (want < twice && twice <= retain) want = twice;
+  *p = malloc(want ? want : 1);
+  *cap = *p ? want : 0;
   return *p;
 }
 
@@ -1039,12 +946,46 @@ static void release_big(sl_png_decoder *dec) {
   }
 }
 
+/* Two CRCs of a scanned file, compared before a probe's scan is trusted
+ * for a decode: a cheap guard against a caller that swapped the buffer for
+ * another of the same address and length in between. */
+static void probe_crcs(const uint8_t *b, const png_scan *sc, uint8_t out[8]) {
+  memcpy(out, b + 29, 4);
+  memcpy(out + 4, b + sc->idat_at + 8 + be32(b + sc->idat_at), 4);
+}
+
+int sl_png_decoder_probe(sl_png_decoder *dec, const void *buf, size_t len,
+                         uint64_t max_pixels, uint64_t max_bytes,
+                         sl_png_info *info, char *err, size_t errlen) {
+  if (!dec || (!buf && len))
+    return errf(err, errlen, SL_EINVAL, "no decoder or buffer");
+  dec->probed = 0;
+  uint8_t *g = scratch(&dec->idat, &dec->idat_cap, len, dec->retain);
+  if (!g) return errf(err, errlen, SL_ENOMEM, "out of memory (%zu bytes for "
+                      "IDAT data)", len);
+  int rc = scan_file(buf, len, max_pixels, max_bytes, info, &dec->probed_sc,
+                     g, err, errlen);
+  if (rc < 0) {
+    release_big(dec);
+    return rc;
+  }
+  dec->probed = 1;
+  dec->probed_buf = buf;
+  dec->probed_len = len;
+  dec->probed_info = *info;
+  probe_crcs(buf, &dec->probed_sc, dec->probed_crcs);
+  return 0;
+}
+
 /* The IDAT payloads as one buffer: in place when there is a single IDAT,
- * else copied into the decoder's scratch. NULL when out of memory. */
+ * already gathered by sl_png_decoder_probe(), else copied into the
+ * decoder's scratch. NULL when out of memory. */
 static const uint8_t *gather_idat(sl_png_decoder *dec, const uint8_t *b,
-                                  const png_scan *sc) {
+                                  const png_scan *sc, int gathered) {
   if (sc->idat_chunks == 1) return b + sc->idat_at + 8;
-  uint8_t *z = scratch(&dec->idat, &dec->idat_cap, sc->idat_bytes);
+  if (gathered) return dec->idat;
+  uint8_t *z =
+      scratch(&dec->idat, &dec->idat_cap, sc->idat_bytes, dec->retain);
   if (!z) return NULL;
   size_t at = sc->idat_at, off = 0;
   for (uint32_t i = 0; i < sc->idat_chunks; i++) {
@@ -1074,9 +1015,10 @@ static int stray_after_stream(const uint8_t *b, const png_scan *sc,
 /* Inflates all IDAT data into raw[0..want). @return 0, 1 when libpng must
  * decode instead, SL_EFORMAT or SL_ENOMEM. */
 static int inflate_idat(sl_png_decoder *dec, const uint8_t *b,
-                        const png_scan *sc, const sl_png_info *info,
-                        uint8_t *raw, size_t want, char *err, size_t errlen) {
-  const uint8_t *z = gather_idat(dec, b, sc);
+                        const png_scan *sc, int gathered,
+                        const sl_png_info *info, uint8_t *raw, size_t want,
+                        char *err, size_t errlen) {
+  const uint8_t *z = gather_idat(dec, b, sc, gathered);
   if (!z) return errf(err, errlen, SL_ENOMEM, "out of memory (%zu bytes of "
                       "IDAT data)", sc->idat_bytes);
   size_t used = 0;
@@ -1093,15 +1035,20 @@ static int inflate_idat(sl_png_decoder *dec, const uint8_t *b,
 
 static int fast_decode(sl_png_decoder *dec, const uint8_t *b,
                        const sl_png_info *info, const png_scan *sc,
-                       uint8_t *dst, char *err, size_t errlen) {
+                       int gathered, uint8_t *dst, size_t dst_cap, char *err,
+                       size_t errlen) {
   size_t want = (size_t)raw_size(info);
-  uint8_t *raw = scratch(&dec->raw, &dec->raw_cap, want);
+  int inplace = info->work_bytes > info->stride * info->height &&
+                dst_cap >= want;
+  uint8_t *raw =
+      inplace ? dst : scratch(&dec->raw, &dec->raw_cap, want, dec->retain);
   if (!raw) return errf(err, errlen, SL_ENOMEM, "out of memory (%zu bytes of "
                         "image data)", want);
-  int rc = inflate_idat(dec, b, sc, info, raw, want, err, errlen);
+  int rc = inflate_idat(dec, b, sc, gathered, info, raw, want, err, errlen);
   if (rc == 0) {
     fast_dec d;
     setup_fast(&d, info, sc);
+    d.simd = dec->simd;
     rc = unfilter_image(&d, raw, dst, err, errlen);
   }
   return rc;
@@ -1110,19 +1057,46 @@ static int fast_decode(sl_png_decoder *dec, const uint8_t *b,
 static int libpng_decode(const uint8_t *b, size_t len, const sl_png_info *info,
                          uint8_t *dst, char *err, size_t errlen);
 
-int sl_png_decoder_decode(sl_png_decoder *dec, const void *buf, size_t len,
-                          const sl_png_info *info, void *dst, char *err,
-                          size_t errlen) {
+int sl_png_decoder_decode_into(sl_png_decoder *dec, const void *buf,
+                               size_t len, const sl_png_info *info, void *dst,
+                               size_t dst_cap, char *err, size_t errlen) {
   sl_png_info fresh;
   png_scan sc;
   if (!dec) return errf(err, errlen, SL_EINVAL, "no decoder");
-  int rc = rescan(buf, len, info, &fresh, &sc, err, errlen);
+  /* right after sl_png_decoder_probe() of this buffer, its scan (and the
+   * IDAT data it gathered) stands in for a second validation pass */
+  uint8_t crcs[8];
+  int gathered = dec->probed && buf == dec->probed_buf &&
+                 len == dec->probed_len && info &&
+                 same_format(info, &dec->probed_info);
+  if (gathered) probe_crcs(buf, &dec->probed_sc, crcs);
+  gathered = gathered && memcmp(crcs, dec->probed_crcs, 8) == 0;
+  dec->probed = 0;
+  int rc = 0;
+  if (gathered) {
+    fresh = dec->probed_info;
+    sc = dec->probed_sc;
+  } else {
+    rc = rescan(buf, len, info, &fresh, &sc, err, errlen);
+  }
   if (rc < 0) return rc;
-  rc = fast_decode(dec, buf, &fresh, &sc, dst, err, errlen);
+  if (dst_cap < fresh.stride * fresh.height)
+    return errf(err, errlen, SL_EINVAL, "decode: output buffer of %zu bytes, "
+                "%zu needed", dst_cap, fresh.stride * fresh.height);
+  rc = fast_decode(dec, buf, &fresh, &sc, gathered, dst, dst_cap, err,
+                   errlen);
   release_big(dec);
   if (rc == 1) /* zlib accepts what libdeflate refused: let libpng decide */
     rc = libpng_decode(buf, len, &fresh, dst, err, errlen);
   return rc;
+}
+
+int sl_png_decoder_decode(sl_png_decoder *dec, const void *buf, size_t len,
+                          const sl_png_info *info, void *dst, char *err,
+                          size_t errlen) {
+  size_t cap = info ? info->stride * info->height : 0;
+  return sl_png_decoder_decode_into(dec, buf, len, info, dst, cap, err,
+                                    errlen);
 }
 
 int sl_png_decode(const void *buf, size_t len, const sl_png_info *info,

@@ -4,14 +4,18 @@
  * (png_write.c).
  *
  * png.decode turns a BYTES payload (a whole PNG file, as files.read emits)
- * into an IMAGE payload. It reads the header first (sl_png_probe) and
- * checks the pixel count and the decoded size against max_pixels and
+ * into an IMAGE payload. It reads the header first (sl_png_decoder_probe,
+ * which validates every chunk and CRC and gathers the IDAT data on the way)
+ * and checks the pixel count and the decoded size against max_pixels and
  * max_bytes before anything is allocated, so a small hostile file cannot
- * make the run allocate gigabytes; only then does it take exactly
- * stride * height bytes from the arena and decode into them. Each worker
- * keeps one sl_png_decoder (decompressor and scratch, at most about
- * 2 x `scratch` bytes between images), so pages are not re-faulted for
- * every image.
+ * make the run allocate gigabytes; only then does it take work_bytes
+ * (stride * height, plus one byte per row where the rows need no
+ * conversion) from the arena and decode into them: libdeflate inflates
+ * straight into the block and the rows are unfiltered in place, so a photo
+ * costs no image-sized scratch. The payload is the first stride * height
+ * bytes. Each worker keeps one sl_png_decoder (decompressor and scratch, at
+ * most about 2 x `scratch` bytes between images), so pages are not
+ * re-faulted for every image.
  *
  * png.encode turns an IMAGE payload back into BYTES: it takes the
  * encoder's worst-case bound from the arena, encodes into it and sets the
@@ -82,15 +86,20 @@ static int decode_process(sl_worker *w, sl_item *in, sl_item **out) {
   *out = NULL;
   if (pl->kind != SL_KIND_BYTES || pl->size == 0)
     return sl_worker_errorf(w, "not a PNG file (empty input)");
-  int rc = sl_png_probe(pl->data, pl->size, (uint64_t)p->max_pixels,
-                        p->max_bytes, &info, err, sizeof err);
+  int rc = sl_png_decoder_probe(sl_worker_local(w), pl->data, pl->size,
+                                (uint64_t)p->max_pixels, p->max_bytes, &info,
+                                err, sizeof err);
   if (rc < 0) return sl_worker_errorf(w, "%s", err);
+  /* work_bytes (at most 0.1% more than the image) lets the decoder inflate
+   * into the block itself and unfilter in place: no scratch copy of the
+   * image, one pass less over memory */
   size_t size = info.stride * info.height;
   sl_block *block;
-  if ((rc = sl_worker_alloc(w, size, &block)) < 0)
-    return alloc_error(w, rc, size, "decoded image");
-  rc = sl_png_decoder_decode(sl_worker_local(w), pl->data, pl->size, &info,
-                             sl_block_data(block), err, sizeof err);
+  if ((rc = sl_worker_alloc(w, info.work_bytes, &block)) < 0)
+    return alloc_error(w, rc, info.work_bytes, "decoded image");
+  rc = sl_png_decoder_decode_into(sl_worker_local(w), pl->data, pl->size,
+                                  &info, sl_block_data(block),
+                                  info.work_bytes, err, sizeof err);
   if (rc < 0) {
     sl_block_release(block);
     return sl_worker_errorf(w, "%s", err);
