@@ -99,6 +99,7 @@ export SLUICE ROOT PLAIN GZIP THREADS PY HERE TMP
 timed() {
   local tool=$1 task=$2 r=$3 o="$TMP/$1-$2.run" j0 j1
   rm -f "$o"
+  sync # the previous run's written file must not be flushed during this one
   quiet
   j0=$(cpu_jiffies)
   if ! /usr/bin/time -f '%e %U %S %M' -o "$TMP/time" bash -c "run_$tool \"\$1\" \"\$2\"" _ "$task" "$o" \
