@@ -34,6 +34,7 @@
  * peaks; the plain build does.
  */
 #include "test.h"
+#include "test_files.h"
 #include "sluice.h"
 
 #include <errno.h>
@@ -70,27 +71,6 @@ typedef struct reference {
   int64_t units[KEYS];
   int64_t rows;
 } reference;
-
-static const char *env_or_fail(const char *name) {
-  const char *v = getenv(name);
-  if (!v) SL__FAIL("%s is not set (run through ctest)", name);
-  return v;
-}
-
-/* Whole file as a NUL-terminated string (caller frees); "" if missing. */
-static char *slurp(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return calloc(1, 1);
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *s = malloc((size_t)n + 1);
-  ASSERT(s);
-  size_t got = fread(s, 1, (size_t)n, f);
-  s[got] = '\0';
-  fclose(f);
-  return s;
-}
 
 static uint64_t splitmix64(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
@@ -140,7 +120,7 @@ static void run_ok(const char *const *argv, const char *log) {
   int st;
   ASSERT_EQ(waitpid(pid, &st, 0), pid);
   if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-    char *text = slurp(log);
+    char *text = tf_slurp_or_empty(log);
     SL__FAIL("%s exited with status %d:\n%s", argv[0], WIFEXITED(st) ? WEXITSTATUS(st) : -1, text);
   }
 }
@@ -156,7 +136,7 @@ static uint64_t json_u64(const char *js, const char *key) {
 
 /* Checks sluice's output (key,count,sum(x)) against the generator's. */
 static void check_result(const char *path, const reference *ref) {
-  char *text = slurp(path);
+  char *text = tf_slurp_or_empty(path);
   const char *p = text;
   if (strncmp(p, "key,count,sum(x)\n", 17) != 0) SL__FAIL("%s: unexpected header:\n%.200s", path, text);
   p += 17;
@@ -193,11 +173,11 @@ static uint64_t groupby_peak_rss(const char *tmp, const char *pipe, const char *
   snprintf(stats, sizeof stats, "%s/stats.json", tmp);
   snprintf(log, sizeof log, "%s/sluice.log", tmp);
   unlink(out);
-  const char *argv[] = {env_or_fail("SLUICE_BIN"), "run", pipe, in_arg, out_arg, "keys=key", "chunk=64KiB",
+  const char *argv[] = {tf_env("SLUICE_BIN"), "run", pipe, in_arg, out_arg, "keys=key", "chunk=64KiB",
                         "aggs=count,sum(x)", "cols=key,x", "--threads", "2", "--queue", "8",
                         "--queue-bytes", "256KiB", "--quiet", "--stats-json", stats, NULL};
   run_ok(argv, log);
-  char *js = slurp(stats);
+  char *js = tf_slurp_or_empty(stats);
   ASSERT_EQ(json_u64(js, "items_failed"), 0);
   ASSERT(json_u64(js, "items_ok") > 1);
   uint64_t rss = json_u64(js, "peak_rss_bytes");
@@ -227,7 +207,7 @@ TEST(csv_groupby_peak_rss_flat) {
   char tmp[] = "/tmp/sluice-csv-mem-XXXXXX";
   ASSERT(mkdtemp(tmp));
   char pipe[1100], small_csv[256], large_csv[256];
-  snprintf(pipe, sizeof pipe, "%s/pipelines/csv_groupby.pipe", env_or_fail("SLUICE_SOURCE_DIR"));
+  snprintf(pipe, sizeof pipe, "%s/pipelines/csv_groupby.pipe", tf_env("SLUICE_SOURCE_DIR"));
   snprintf(small_csv, sizeof small_csv, "%s/small.csv", tmp);
   snprintf(large_csv, sizeof large_csv, "%s/large.csv", tmp);
   static reference small_ref, large_ref;

@@ -43,6 +43,21 @@ static inline char *tf_slurp(const char *path) {
   return s;
 }
 
+/* Like tf_slurp, but "" (malloc'd) when the file is missing. */
+static inline char *tf_slurp_or_empty(const char *path) {
+  char *s = tf_slurp(path);
+  if (!s) s = calloc(1, 1);
+  ASSERT(s);
+  return s;
+}
+
+/* The value of an environment variable ctest sets (fails without it). */
+static inline const char *tf_env(const char *name) {
+  const char *v = getenv(name);
+  if (!v) SL__FAIL("%s is not set (run through ctest)", name);
+  return v;
+}
+
 static inline void tf_write(const char *path, const char *text) {
   FILE *f = fopen(path, "w");
   ASSERT(f);

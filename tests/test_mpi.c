@@ -22,25 +22,19 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static const char *env_or_fail(const char *name) {
-  const char *v = getenv(name);
-  if (!v) SL__FAIL("%s is not set (run through ctest)", name);
-  return v;
-}
-
 /* Runs `sluice run ARGS` on `np` ranks (np 0: without mpirun) in `dir`,
  * stderr to dir/err.txt. @return the exit status. */
 static int sluice_np(const char *dir, int np, const char *args) {
   char cmd[4096];
   if (np == 0)
     snprintf(cmd, sizeof cmd, "cd '%s' && '%s' run %s 2>err.txt >/dev/null", dir,
-             env_or_fail("SLUICE_BIN"), args);
+             tf_env("SLUICE_BIN"), args);
   else
     snprintf(cmd, sizeof cmd,
              "cd '%s' && ASAN_OPTIONS=detect_leaks=0 OMPI_MCA_rmaps_base_oversubscribe=1 "
              "timeout 120 '%s' --allow-run-as-root --oversubscribe -np %d '%s' run %s "
              "2>err.txt >/dev/null",
-             dir, SLUICE_MPIEXEC, np, env_or_fail("SLUICE_BIN"), args);
+             dir, SLUICE_MPIEXEC, np, tf_env("SLUICE_BIN"), args);
   return tf_sh(cmd);
 }
 
@@ -295,7 +289,7 @@ TEST(h5_stats_identical_for_threads_and_ranks) {
            d);
   if (tf_sh(cmd) != 0) SL__FAIL("cannot make the test file (python3-h5py installed?)");
   char src[1024];
-  snprintf(src, sizeof src, "%s/pipelines/h5_stats.pipe", env_or_fail("SLUICE_SOURCE_DIR"));
+  snprintf(src, sizeof src, "%s/pipelines/h5_stats.pipe", tf_env("SLUICE_SOURCE_DIR"));
   char args[1400], p[512];
   snprintf(args, sizeof args, "'%s' in=x.h5 dataset=/t out=r0.json --threads 1", src);
   ASSERT_EQ(sluice_np(d, 0, args), 0);
@@ -319,7 +313,7 @@ TEST(h5_stats_identical_for_threads_and_ranks) {
   free(want);
   /* One output file cannot be written by every rank. */
   snprintf(args, sizeof args, "'%s/pipelines/h5_map.pipe' in=x.h5 dataset=/t out=y.h5 "
-           "out_dataset=y expr=x", env_or_fail("SLUICE_SOURCE_DIR"));
+           "out_dataset=y expr=x", tf_env("SLUICE_SOURCE_DIR"));
   ASSERT(sluice_np(d, 2, args) != 0);
   snprintf(p, sizeof p, "%s/y.h5", d);
   ASSERT(!tf_exists(p));

@@ -33,6 +33,7 @@
  * would exit non-zero) but does not compare peaks; the plain build does.
  */
 #include "test.h"
+#include "test_files.h"
 #include "sluice.h"
 
 #include <dirent.h>
@@ -62,27 +63,6 @@ extern char **environ;
 #define RUNS 3 /* median of three: one disturbed run does not decide */
 #endif
 
-static const char *env_or_fail(const char *name) {
-  const char *v = getenv(name);
-  if (!v) SL__FAIL("%s is not set (run through ctest)", name);
-  return v;
-}
-
-/* Whole file as a NUL-terminated string (caller frees); "" if missing. */
-static char *slurp(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return calloc(1, 1);
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *s = malloc((size_t)n + 1);
-  ASSERT(s);
-  size_t got = fread(s, 1, (size_t)n, f);
-  s[got] = '\0';
-  fclose(f);
-  return s;
-}
-
 /* Runs argv[0] (a path) with stdout and stderr to `log`; returns the exit
  * status, or 128 + signal. The log is kept for the failure message. */
 static int run_prog(const char *const *argv, const char *log) {
@@ -104,7 +84,7 @@ static int run_prog(const char *const *argv, const char *log) {
 static void run_ok(const char *const *argv, const char *log) {
   int status = run_prog(argv, log);
   if (status != 0) {
-    char *text = slurp(log);
+    char *text = tf_slurp_or_empty(log);
     SL__FAIL("%s exited with %d:\n%s", argv[0], status, text);
   }
 }
@@ -209,18 +189,18 @@ static void remove_tree(const char *path) {
  * image came out, and returns the run's peak RSS. */
 static uint64_t thumbs_peak_rss(const char *tmp, const char *in, size_t n) {
   char pipe[1024], in_arg[1200], out[1100], out_arg[1200], stats[1100], log[1100];
-  snprintf(pipe, sizeof pipe, "%s/pipelines/thumbnails.pipe", env_or_fail("SLUICE_SOURCE_DIR"));
+  snprintf(pipe, sizeof pipe, "%s/pipelines/thumbnails.pipe", tf_env("SLUICE_SOURCE_DIR"));
   snprintf(in_arg, sizeof in_arg, "in=%s", in);
   snprintf(out, sizeof out, "%s/out", tmp);
   snprintf(out_arg, sizeof out_arg, "out=%s", out);
   snprintf(stats, sizeof stats, "%s/stats.json", tmp);
   snprintf(log, sizeof log, "%s/sluice.log", tmp);
   remove_tree(out);
-  const char *argv[] = {env_or_fail("SLUICE_BIN"), "run", pipe, in_arg, out_arg,
+  const char *argv[] = {tf_env("SLUICE_BIN"), "run", pipe, in_arg, out_arg,
                         "--threads", "2", "--queue", "8", "--queue-bytes", "256KiB",
                         "--quiet", "--stats-json", stats, NULL};
   run_ok(argv, log);
-  char *js = slurp(stats);
+  char *js = tf_slurp_or_empty(stats);
   ASSERT_EQ(json_u64(js, "items_ok"), n);
   ASSERT_EQ(json_u64(js, "items_failed"), 0);
   uint64_t rss = json_u64(js, "peak_rss_bytes");
@@ -251,7 +231,7 @@ static uint64_t median_peak_rss(const char *tmp, const char *in, size_t n) {
 /* The sample generator, built next to the sluice binary's folder. */
 static void make_images(const char *dir, const char *log) {
   char exe[1024];
-  const char *bin = env_or_fail("SLUICE_BIN");
+  const char *bin = tf_env("SLUICE_BIN");
   const char *slash = strrchr(bin, '/');
   ASSERT(slash);
   snprintf(exe, sizeof exe, "%.*s/../examples/make_images", (int)(slash - bin), bin);
