@@ -301,12 +301,21 @@ static int encode_chunk(wr_shared *S, sl_worker *w, wr_local *L, const sl_array_
   uint64_t full = es, rows = 1;
   for (uint32_t d = 0; d < S->ndim; d++) full *= S->chunk[d];
   for (uint32_t d = 0; d + 1 < S->ndim; d++) rows *= a->shape[d];
+  bool whole = true; /* the item is a full chunk: no padding */
+  for (uint32_t d = 0; d < S->ndim; d++) whole &= a->shape[d] == S->chunk[d];
+  bool shuffle = S->p->shuffle && es > 1;
+  if (whole && !shuffle && S->p->compress != 0) {
+    /* Stored as is: src (packed by item_data) is already the chunk. */
+    *out = src;
+    *len = (size_t)full;
+    return 0;
+  }
   size_t need = (size_t)full + libdeflate_zlib_compress_bound(L->z, (size_t)full);
   /* src may be L->buf[0] (packed by item_data): build the chunk in buf[1]
    * and grow buf[0] only once src has been copied. */
   if (grow(L, 1, need) < 0) return SL_ENOMEM;
   unsigned char *chunk = L->buf[1];
-  memset(chunk, 0, (size_t)full);
+  if (!whole) memset(chunk, 0, (size_t)full); /* the padding of an edge chunk */
   uint64_t row = a->shape[S->ndim - 1], idx[SL_MAX_DIMS] = {0}, cs[SL_MAX_DIMS], s = 1;
   for (int d = (int)S->ndim - 1; d >= 0; d--) { cs[d] = s; s *= S->chunk[d]; }
   for (uint64_t r = 0; r < rows; r++) {
@@ -322,7 +331,7 @@ static int encode_chunk(wr_shared *S, sl_worker *w, wr_local *L, const sl_array_
   unsigned char *other = L->buf[0];
   const unsigned char *cur = chunk;
   size_t n = (size_t)full;
-  if (S->p->shuffle && es > 1) {
+  if (shuffle) {
     size_t elems = n / es;
     for (size_t j = 0; j < es; j++)
       for (size_t i = 0; i < elems; i++) other[j * elems + i] = cur[i * es + j];

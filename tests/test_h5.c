@@ -437,11 +437,21 @@ TEST(roundtrip_read_write) {
   ASSERT_STREQ(o.errors, "");
   free(o.errors);
   free(text);
+  /* Aligned chunks, no filter: whole chunks are stored as they are, edge
+   * chunks (300 = 4*64 + 44, 70 = 2*32 + 6) padded. */
+  text = xasprintf(
+      "h5.read file=%s/src.h5 dataset=/g/x ! h5.write file=%s/out3.h5 "
+      "dataset=/w compress=none\n", dir, dir);
+  o = run_text(text, 2);
+  ASSERT_STREQ(o.errors, "");
+  free(o.errors);
+  free(text);
   code = xasprintf(
       "import h5py, numpy as np\n"
       "s = h5py.File('%s/src.h5','r')['g/x']\n"
       "for name, path, chunks, comp, shuf in [('out.h5','/y/z',(64,32),'gzip',True),\n"
-      "                                       ('out2.h5','/z',(100,70),None,False)]:\n"
+      "                                       ('out2.h5','/z',(100,70),None,False),\n"
+      "                                       ('out3.h5','/w',(64,32),None,False)]:\n"
       "  d = h5py.File('%s/'+name,'r')[path]\n"
       "  assert d.dtype == np.float64 and d.shape == (300,70), (d.dtype, d.shape)\n"
       "  assert np.array_equal(d[()], s[()])\n"
@@ -453,7 +463,7 @@ TEST(roundtrip_read_write) {
       dir, dir);
   python(code);
   free(code);
-  ASSERT_EQ(dir_count(dir), 3); /* src, out, out2: no temporaries left */
+  ASSERT_EQ(dir_count(dir), 4); /* src, out, out2, out3: no temporaries left */
   rm_tree(dir);
 }
 
