@@ -120,4 +120,10 @@ int sl__h5_tables_write(sl__h5_tables *t, int64_t fid, const char *group,
                         char *why, size_t len);
 void sl__h5_tables_free(sl__h5_tables *t);
 
+#ifdef H5_VERS_MAJOR /* for the files that include <hdf5.h> first */
+/* The native HDF5 memory type of an sl_dtype (bool as uint8; anything
+ * else unknown as double). In h5_lock.c. */
+hid_t sl__h5_native(sl_dtype t);
+#endif
+
 #endif

@@ -141,3 +141,18 @@ int64_t sl__h5_guard_dapl(sl__h5_guard *g) {
   }
   return dapl;
 }
+
+hid_t sl__h5_native(sl_dtype t) {
+  switch (t) {
+  case SL_DT_BOOL: case SL_DT_U8: return H5T_NATIVE_UINT8;
+  case SL_DT_I8: return H5T_NATIVE_INT8;
+  case SL_DT_I16: return H5T_NATIVE_INT16;
+  case SL_DT_U16: return H5T_NATIVE_UINT16;
+  case SL_DT_I32: return H5T_NATIVE_INT32;
+  case SL_DT_U32: return H5T_NATIVE_UINT32;
+  case SL_DT_I64: return H5T_NATIVE_INT64;
+  case SL_DT_U64: return H5T_NATIVE_UINT64;
+  case SL_DT_F32: return H5T_NATIVE_FLOAT;
+  default: return H5T_NATIVE_DOUBLE;
+  }
+}

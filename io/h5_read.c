@@ -150,21 +150,6 @@ static sl_dtype int_dtype(size_t size, bool sign) {
   }
 }
 
-static hid_t native_of(sl_dtype t) {
-  switch (t) {
-  case SL_DT_I8: return H5T_NATIVE_INT8;
-  case SL_DT_U8: return H5T_NATIVE_UINT8;
-  case SL_DT_I16: return H5T_NATIVE_INT16;
-  case SL_DT_U16: return H5T_NATIVE_UINT16;
-  case SL_DT_I32: return H5T_NATIVE_INT32;
-  case SL_DT_U32: return H5T_NATIVE_UINT32;
-  case SL_DT_I64: return H5T_NATIVE_INT64;
-  case SL_DT_U64: return H5T_NATIVE_UINT64;
-  case SL_DT_F32: return H5T_NATIVE_FLOAT;
-  default: return H5T_NATIVE_DOUBLE;
-  }
-}
-
 static const char *class_name(H5T_class_t c) {
   switch (c) {
   case H5T_STRING: return "string";
@@ -204,7 +189,7 @@ static int classify(reader *R, hid_t t) {
       return fail(R, "unsupported %zu-byte integer type", size);
     /* HDF5 converts enums only to enums and bitfields only to bitfields;
      * their native versions hold the same integers. */
-    R->memtype = c == H5T_INTEGER ? H5Tcopy(native_of(R->src))
+    R->memtype = c == H5T_INTEGER ? H5Tcopy(sl__h5_native(R->src))
                                   : H5Tget_native_type(t, H5T_DIR_ASCEND);
     R->raw = plain;
   } else if (c == H5T_FLOAT) {
@@ -214,7 +199,7 @@ static int classify(reader *R, hid_t t) {
       return fail(R, "unsupported %zu-byte floating-point type (at most 8 bytes)", size);
     /* Half floats and other formats: HDF5 converts them to float32/64. */
     R->src = f64 || size > 4 ? SL_DT_F64 : SL_DT_F32;
-    R->memtype = H5Tcopy(native_of(R->src));
+    R->memtype = H5Tcopy(sl__h5_native(R->src));
     R->raw = f32 || f64;
   } else {
     return fail(R, "unsupported datatype: %s (h5.read reads integer and "

@@ -162,21 +162,6 @@ static int cmp_part(const void *a, const void *b) {
   return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
-static hid_t file_type(sl_dtype t) {
-  switch (t) {
-  case SL_DT_BOOL: case SL_DT_U8: return H5T_NATIVE_UINT8;
-  case SL_DT_I8: return H5T_NATIVE_INT8;
-  case SL_DT_I16: return H5T_NATIVE_INT16;
-  case SL_DT_U16: return H5T_NATIVE_UINT16;
-  case SL_DT_I32: return H5T_NATIVE_INT32;
-  case SL_DT_U32: return H5T_NATIVE_UINT32;
-  case SL_DT_I64: return H5T_NATIVE_INT64;
-  case SL_DT_U64: return H5T_NATIVE_UINT64;
-  case SL_DT_F32: return H5T_NATIVE_FLOAT;
-  default: return H5T_NATIVE_DOUBLE;
-  }
-}
-
 static int write_1d(hid_t g, const char *name, hid_t type, uint64_t n,
                     const void *data) {
   hsize_t dims[1] = {n};
@@ -222,7 +207,7 @@ static int write_column(sl__h5_tables *T, uint32_t j, hid_t g, uint64_t rows) {
     if (st < 0 || H5Tset_size(st, H5T_VARIABLE) < 0 || H5Tset_cset(st, H5T_CSET_UTF8) < 0)
       rc = -1;
   }
-  if (rc == 0) rc = write_1d(g, T->names[j], str ? st : file_type(t), rows, all);
+  if (rc == 0) rc = write_1d(g, T->names[j], str ? st : sl__h5_native(t), rows, all);
   if (rc == 0 && any_valid) {
     size_t n = strlen(T->names[j]) + 7;
     char *vn = malloc(n);

@@ -113,21 +113,6 @@ static void drop_tmp(wr_shared *S) {
 /* ---------------------------------------------------------------------- */
 /* dataset                                                                 */
 
-static hid_t native_of(sl_dtype t) {
-  switch (t) {
-  case SL_DT_BOOL: case SL_DT_U8: return H5T_NATIVE_UINT8;
-  case SL_DT_I8: return H5T_NATIVE_INT8;
-  case SL_DT_I16: return H5T_NATIVE_INT16;
-  case SL_DT_U16: return H5T_NATIVE_UINT16;
-  case SL_DT_I32: return H5T_NATIVE_INT32;
-  case SL_DT_U32: return H5T_NATIVE_UINT32;
-  case SL_DT_I64: return H5T_NATIVE_INT64;
-  case SL_DT_U64: return H5T_NATIVE_UINT64;
-  case SL_DT_F32: return H5T_NATIVE_FLOAT;
-  default: return H5T_NATIVE_DOUBLE;
-  }
-}
-
 /* chunks=: "auto" takes h5.read's chunk shape (metadata h5.chunk) when
  * the rank matches, else rows of about 1 MiB; or explicit "a,b,c". Each
  * is clamped to [1, extent]. @return 0 or an error. */
@@ -203,7 +188,7 @@ static int start_array(wr_shared *S, sl_worker *w, const sl_item *it) {
       if (e >= 0 && S->p->compress == 0) e = H5Pset_deflate(dcpl, (unsigned)S->p->level);
     }
     if (e >= 0)
-      S->did = H5Dcreate2(S->fid, S->p->dataset, native_of(S->dtype), sp, lcpl, dcpl,
+      S->did = H5Dcreate2(S->fid, S->p->dataset, sl__h5_native(S->dtype), sp, lcpl, dcpl,
                           H5P_DEFAULT);
     if (S->did < 0)
       rc = sl_worker_errorf(w, "%s: cannot create dataset %s: %s", S->p->file,
@@ -360,11 +345,11 @@ static int write_locked(wr_shared *S, sl_worker *w, const sl_array_desc *a,
   if (direct) {
     e = H5Dwrite_chunk(S->did, H5P_DEFAULT, 0, off, len, data);
   } else if (a->ndim == 0) {
-    e = H5Dwrite(S->did, native_of(S->dtype), H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
+    e = H5Dwrite(S->did, sl__h5_native(S->dtype), H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
   } else {
     hid_t fs = H5Dget_space(S->did), ms = H5Screate_simple((int)a->ndim, cnt, NULL);
     e = fs < 0 || ms < 0 ? -1 : H5Sselect_hyperslab(fs, H5S_SELECT_SET, off, NULL, cnt, NULL);
-    if (e >= 0) e = H5Dwrite(S->did, native_of(S->dtype), ms, fs, H5P_DEFAULT, data);
+    if (e >= 0) e = H5Dwrite(S->did, sl__h5_native(S->dtype), ms, fs, H5P_DEFAULT, data);
     if (fs >= 0) H5Sclose(fs);
     if (ms >= 0) H5Sclose(ms);
   }
