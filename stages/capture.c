@@ -65,9 +65,11 @@ static void capture_destroy(void *state) {
   free(s);
 }
 
-/* "prefix_column=value" with the column made a variable name. */
-static char *make_var(const char *prefix, const char *col, const char *value) {
-  size_t pn = strlen(prefix), cn = strlen(col), vn = strlen(value);
+/* "prefix_column=value" with the column made a variable name; value is
+ * vn bytes (not NUL-terminated). */
+static char *make_var(const char *prefix, const char *col, const char *value,
+                      size_t vn) {
+  size_t pn = strlen(prefix), cn = strlen(col);
   char *v = malloc(pn + cn + vn + 3);
   if (!v) return NULL;
   memcpy(v, prefix, pn);
@@ -82,27 +84,26 @@ static char *make_var(const char *prefix, const char *col, const char *value) {
   while (at > start && v[at - 1] == '_') at--;
   if (at == start) at--; /* a column of only odd bytes: just the prefix */
   v[at++] = '=';
-  memcpy(v + at, value, vn + 1);
+  memcpy(v + at, value, vn);
+  v[at + vn] = '\0';
   return v;
 }
 
-/* The text of row 0 of a bound column; "" for null. */
-static void cell_text(const sl__col *c, char *buf, size_t cap, const char **out) {
-  *out = buf;
+/* The text of row 0 of a bound column ("" for null): numbers in buf
+ * (cap >= 32), a string as a pointer into the payload (*len bytes). */
+static const char *cell_text(const sl__col *c, char *buf, size_t cap, uint64_t *len) {
   buf[0] = '\0';
-  if (sl__col_null(c, 0)) return;
-  switch (c->type) {
-  case SL_DT_I64: snprintf(buf, cap, "%" PRId64, sl__col_i64(c, 0)); break;
-  case SL_DT_F64: snprintf(buf, cap, "%.17g", sl__col_f64(c, 0)); break;
-  case SL_DT_BOOL: snprintf(buf, cap, "%s", sl__col_bool(c, 0) ? "true" : "false"); break;
-  case SL_DT_STRING: {
-    uint64_t len;
-    const char *s = sl__col_str(c, 0, &len);
-    snprintf(buf, cap, "%.*s", (int)(len < cap ? len : cap - 1), s);
-    break;
+  if (!sl__col_null(c, 0)) {
+    switch (c->type) {
+    case SL_DT_I64: snprintf(buf, cap, "%" PRId64, sl__col_i64(c, 0)); break;
+    case SL_DT_F64: snprintf(buf, cap, "%.17g", sl__col_f64(c, 0)); break;
+    case SL_DT_BOOL: snprintf(buf, cap, "%s", sl__col_bool(c, 0) ? "true" : "false"); break;
+    case SL_DT_STRING: return sl__col_str(c, 0, len);
+    default: break;
+    }
   }
-  default: break;
-  }
+  *len = strlen(buf);
+  return buf;
 }
 
 static int capture_process(sl_worker *w, sl_item *in, sl_item **out) {
@@ -129,10 +130,19 @@ static int capture_process(sl_worker *w, sl_item *in, sl_item **out) {
                               pl->u.table.cols[i].name,
                               sl_dtype_name(pl->u.table.cols[i].dtype));
     }
-    char buf[1024];
-    const char *text;
-    cell_text(&c, buf, sizeof buf, &text);
-    if (!(vars[i] = make_var(p->name, pl->u.table.cols[i].name, text))) {
+    char buf[64];
+    uint64_t len;
+    const char *text = cell_text(&c, buf, sizeof buf, &len);
+    /* Variables travel as lines (between passes, and between ranks). */
+    if (memchr(text, '\n', (size_t)len) || memchr(text, '\r', (size_t)len) ||
+        memchr(text, '\0', (size_t)len)) {
+      for (uint32_t k = 0; k < i; k++) free(vars[k]);
+      free(vars);
+      return sl_worker_errorf(w, "column \"%s\": a value with a line break or a "
+                              "NUL byte cannot become a variable",
+                              pl->u.table.cols[i].name);
+    }
+    if (!(vars[i] = make_var(p->name, pl->u.table.cols[i].name, text, (size_t)len))) {
       for (uint32_t k = 0; k < i; k++) free(vars[k]);
       free(vars);
       return SL_ENOMEM;

@@ -145,7 +145,45 @@ TEST(plan_shows_first_pass_and_defers_the_rest) {
   free(d);
 }
 
+/* String results pass whole (no length cap); one with a line break cannot
+ * be a variable and is an error, not a truncated or split value. */
+TEST(captured_strings_whole_or_refused) {
+  char *d = tf_mkdtemp("sluice-passes");
+  char *big = malloc(3001);
+  ASSERT(big);
+  memset(big, 'a', 3000);
+  big[3000] = '\0';
+  size_t n = strlen(big) + 64;
+  char *csv = malloc(n);
+  ASSERT(csv);
+  snprintf(csv, n, "s\n%s\n", big);
+  write_in(d, "big.csv", csv);
+  write_in(d, "nl.csv", "s\n\"two\nlines\"\n");
+  write_in(d, "two.pipe",
+           "csv.read file=${in} ! csv.parse ! aggregate aggs=max(s) ! capture name=c\n"
+           "---\n"
+           "csv.read file=${in} ! csv.parse ! filter expr=\"s == \\\"${c_max_s}\\\"\"\n"
+           "! aggregate aggs=count ! csv.write file=${out}\n");
+  ASSERT_EQ(sluice(d, "run two.pipe in=big.csv out=r.csv"), 0);
+  char *got = read_in(d, "r.csv");
+  ASSERT(got);
+  ASSERT_STREQ(got, "count\n1\n"); /* the 3000-byte value matched itself */
+  free(got);
+  ASSERT_EQ(sluice(d, "run two.pipe in=nl.csv out=r2.csv"), 1);
+  char *err = read_in(d, "err.txt");
+  ASSERT(err && strstr(err, "column \"max(s)\": a value with a line break or a NUL "
+                           "byte cannot become a variable"));
+  ASSERT(!strstr(err, "pass 2 of 2"));
+  free(err);
+  ASSERT(!read_in(d, "r2.csv"));
+  free(csv);
+  free(big);
+  tf_rmtree(d);
+  free(d);
+}
+
 static const sl_test_case cases[] = {
+    SL_CASE(captured_strings_whole_or_refused, "e2e"),
     SL_CASE(second_pass_uses_first_pass_result, "e2e"),
     SL_CASE(errors_name_the_pass_line_and_cause, "e2e"),
     SL_CASE(plan_shows_first_pass_and_defers_the_rest, "e2e"),
