@@ -314,15 +314,17 @@ static int exit_code(int rc) {
 }
 
 static int cmd_run(cli *c, sl_pipeline *p) {
-  if (!c->quiet) c->opt.report = stderr;
-  unsigned rank = sl_dist_rank(c->opt.dist), ranks = sl_dist_size(c->opt.dist);
+  /* This run's options: the rank's journal name lives in this frame. */
+  sl_run_options opt = c->opt;
+  if (!c->quiet) opt.report = stderr;
+  unsigned rank = sl_dist_rank(opt.dist), ranks = sl_dist_size(opt.dist);
   char journal[4096];
   if (ranks > 1) {
     /* One progress bar for the job; each rank its own journal and summary. */
-    if (rank > 0) c->opt.progress = SL_PROGRESS_OFF;
-    if (c->opt.journal_path) {
-      snprintf(journal, sizeof journal, "%s.rank%u", c->opt.journal_path, rank);
-      c->opt.journal_path = journal;
+    if (rank > 0) opt.progress = SL_PROGRESS_OFF;
+    if (opt.journal_path) {
+      snprintf(journal, sizeof journal, "%s.rank%u", opt.journal_path, rank);
+      opt.journal_path = journal;
     }
     if (!c->quiet) fprintf(stderr, "sluice: rank %u of %u\n", rank, ranks);
   }
@@ -333,7 +335,7 @@ static int cmd_run(cli *c, sl_pipeline *p) {
   sigaddset(&s.set, SIGUSR1);
   pthread_sigmask(SIG_BLOCK, &s.set, NULL);
   sl_run *run = NULL;
-  int rc = sl_run_create(&run, p, &c->opt);
+  int rc = sl_run_create(&run, p, &opt);
   if (rc < 0) {
     fprintf(stderr, "sluice: %s\n", *sl_run_error(run) ? sl_run_error(run) : sl_strerror(rc));
     sl_run_destroy(run);
@@ -355,7 +357,7 @@ static int cmd_run(cli *c, sl_pipeline *p) {
   if (ranks > 1 && rc < 0 && rc != SL_EITEMS && rc != SL_ECANCELED) {
     /* The other ranks may wait for this one: end the whole job. */
     fprintf(stderr, "sluice: rank %u of %u failed; ending the job\n", rank, ranks);
-    sl_dist_abort(c->opt.dist, exit_code(rc));
+    sl_dist_abort(opt.dist, exit_code(rc));
   }
   return exit_code(rc);
 }
