@@ -29,6 +29,7 @@
  */
 #include "test.h"
 #include "sluice.h"
+#include "test_files.h"
 #include "sluice_io.h"
 #include "sluice_stages.h"
 
@@ -51,23 +52,8 @@ extern char **environ;
 /* ====================================================================== */
 /* helpers (abort on failure: they are not under test)                    */
 
-static char *xasprintf(const char *fmt, ...) SL_PRINTF(1, 2);
-static char *xasprintf(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(NULL, 0, fmt, ap);
-  va_end(ap);
-  ASSERT(n >= 0);
-  char *s = malloc((size_t)n + 1);
-  ASSERT(s);
-  va_start(ap, fmt);
-  vsnprintf(s, (size_t)n + 1, fmt, ap);
-  va_end(ap);
-  return s;
-}
-
 static char *make_tmpdir(void) {
-  char *t = xasprintf("/tmp/sl-csv-XXXXXX");
+  char *t = tf_asprintf("/tmp/sl-csv-XXXXXX");
   ASSERT(mkdtemp(t));
   return t;
 }
@@ -79,7 +65,7 @@ static void rm_dir(char *dir) {
   struct dirent *e;
   while ((e = readdir(d))) {
     if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-    char *p = xasprintf("%s/%s", dir, e->d_name);
+    char *p = tf_asprintf("%s/%s", dir, e->d_name);
     unlink(p);
     free(p);
   }
@@ -101,7 +87,7 @@ static int dir_count(const char *dir) {
 
 static char *put_file(const char *dir, const char *name, const void *data,
                       size_t n) {
-  char *p = xasprintf("%s/%s", dir, name);
+  char *p = tf_asprintf("%s/%s", dir, name);
   FILE *f = fopen(p, "wb");
   ASSERT(f);
   ASSERT_EQ(fwrite(data, 1, n, f), n);
@@ -233,7 +219,7 @@ static outcome run_opts(const char *text, unsigned threads, sl_on_error pol,
     for (size_t i = 0; i < sl_run_failure_count(run); i++) {
       const char *it, *st, *msg;
       ASSERT_OK(sl_run_failure(run, i, &it, &st, &msg));
-      char *line = xasprintf("%s: %s: %s\n", it, st, msg);
+      char *line = tf_asprintf("%s: %s: %s\n", it, st, msg);
       append(&o.errors, line);
       free(line);
     }
@@ -486,7 +472,7 @@ static char *tokens(const char *text, bool lenient, int *err, uint64_t *err_line
         *err_line = t == SL__CSV_EAFTER ? s.line : f.line;
         return out;
       }
-      char *v = xasprintf("%.*s%s", (int)f.len, (const char *)f.ptr,
+      char *v = tf_asprintf("%.*s%s", (int)f.len, (const char *)f.ptr,
                           t == SL__CSV_FIELD ? "|" : "/");
       append(&out, v);
       free(v);
@@ -522,8 +508,8 @@ TEST(tokenizer_cases) {
   expect_tokens("\"a\"\rb\n", false, "", SL__CSV_ECR, 1);
   /* every window position of a CRLF, "" and "\r\n" after a quote */
   for (int pad = 0; pad < 140; pad++) {
-    char *t = xasprintf("%*s,\"q\"\"\"\r\n\"z\"\r\nw", pad, "");
-    char *w = xasprintf("%*s|q\"\"/z/w/", pad, "");
+    char *t = tf_asprintf("%*s,\"q\"\"\"\r\n\"z\"\r\nw", pad, "");
+    char *w = tf_asprintf("%*s|q\"\"/z/w/", pad, "");
     expect_tokens(t, false, w, 0, 0);
     free(t);
     free(w);
@@ -692,11 +678,11 @@ TEST(number_edges) {
 static void check_pipeline(const gen *g, const char *dir, size_t chunk,
                            unsigned threads) {
   char *in = put_file(dir, "in.csv", g->text, g->len);
-  char *out = xasprintf("%s/out.json", dir);
+  char *out = tf_asprintf("%s/out.json", dir);
   char delim[8], quote[8];
   snprintf(delim, sizeof delim, "%s", g->d.delim == '\t' ? "tab" : (char[]){(char)g->d.delim, 0});
   snprintf(quote, sizeof quote, "%c", g->d.quote);
-  char *text = xasprintf("csv.read file=%s header=false infer=false delim='%s' "
+  char *text = tf_asprintf("csv.read file=%s header=false infer=false delim='%s' "
                          "quote=\"%s\" ! csv.parse ! json.write file=%s format=lines",
                          in, delim, quote[0] == '"' ? "\\\"" : quote, out);
   sl__csv_read_chunk_override = chunk;
@@ -741,10 +727,10 @@ static char *lines_file(int rows, int bad_row, uint64_t *bad_line) {
     bool multi = r % 7 == 3;
     char *row;
     if (r == bad_row) {
-      row = xasprintf(multi ? "%d,\"q\n\nq\",\"12,5\"\n" : "%d,w,\"12,5\"\n", r);
+      row = tf_asprintf(multi ? "%d,\"q\n\nq\",\"12,5\"\n" : "%d,w,\"12,5\"\n", r);
       *bad_line = line + (multi ? 2 : 0);
     } else {
-      row = xasprintf(multi ? "%d,\"q\n\nq\",%d.5\n" : "%d,w,%d.25\n", r, r);
+      row = tf_asprintf(multi ? "%d,\"q\n\nq\",%d.5\n" : "%d,w,%d.25\n", r, r);
     }
     line += multi ? 3 : 1;
     sb_str(&t, row);
@@ -760,14 +746,14 @@ TEST(line_numbers_across_chunks) {
     uint64_t target = 0;
     char *csv = lines_file(600, bad_rows[k], &target);
     char *in = put_file(dir, "t.csv", csv, strlen(csv));
-    char *text = xasprintf("csv.read file=%s ! csv.parse types=x:float64 ! discard", in);
+    char *text = tf_asprintf("csv.read file=%s ! csv.parse types=x:float64 ! discard", in);
     size_t chunks[] = {7, 64, 333, 0};
     for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
       sl__csv_read_chunk_override = chunks[c];
       outcome o = run_pipe(text);
       sl__csv_read_chunk_override = 0;
       if (o.rc == 0) SL__FAIL("line %" PRIu64 " chunk %zu: no error", target, chunks[c]);
-      char *want = xasprintf("%s:%" PRIu64 ": column \"x\": \"12,5\" is not a float64",
+      char *want = tf_asprintf("%s:%" PRIu64 ": column \"x\": \"12,5\" is not a float64",
                              in, target);
       ASSERT_CONTAINS(o.errors, want);
       free(want);
@@ -784,8 +770,8 @@ TEST(crlf_bom_header) {
   char *dir = make_tmpdir();
   const char csv[] = "\xef\xbb\xbf\"na\"\"me\",x\r\nbob,1\r\n\r\n\"al\r\nice\",2\r\n";
   char *in = put_file(dir, "b.csv", csv, sizeof csv - 1);
-  char *out = xasprintf("%s/o.json", dir);
-  char *t = xasprintf("csv.read file=%s ! csv.parse cols='x,na\"me' ! json.write file=%s format=lines", in, out);
+  char *out = tf_asprintf("%s/o.json", dir);
+  char *t = tf_asprintf("csv.read file=%s ! csv.parse cols='x,na\"me' ! json.write file=%s format=lines", in, out);
   run_ok(t);
   char *got = read_all(out, NULL);
   ASSERT_STREQ(got, "{\"x\": 1, \"na\\\"me\": \"bob\"}\n{\"x\": 2, \"na\\\"me\": \"al\\r\\nice\"}\n");
@@ -801,8 +787,8 @@ TEST(types_inferred_and_given) {
   const char csv[] = "i,f,b,s,e,q,big\n1,1.5,true,x,,\"7\",9223372036854775808\n"
                      "-2,2,FALSE,3,,\"8\",1\n";
   char *in = put_file(dir, "t.csv", csv, sizeof csv - 1);
-  char *out = xasprintf("%s/o.json", dir);
-  char *t = xasprintf("csv.read file=%s ! csv.parse ! json.write file=%s format=lines", in, out);
+  char *out = tf_asprintf("%s/o.json", dir);
+  char *t = tf_asprintf("csv.read file=%s ! csv.parse ! json.write file=%s format=lines", in, out);
   run_ok(t);
   char *got = read_all(out, NULL);
   ASSERT_STREQ(got,
@@ -811,19 +797,19 @@ TEST(types_inferred_and_given) {
   free(got);
   free(t);
   /* types= overrides inference; unknown names and types are errors */
-  t = xasprintf("csv.read file=%s ! csv.parse types=i:string,b:string cols=b,i ! json.write file=%s format=lines", in, out);
+  t = tf_asprintf("csv.read file=%s ! csv.parse types=i:string,b:string cols=b,i ! json.write file=%s format=lines", in, out);
   run_ok(t);
   got = read_all(out, NULL);
   ASSERT_STREQ(got, "{\"b\": \"true\", \"i\": \"1\"}\n{\"b\": \"FALSE\", \"i\": \"-2\"}\n");
   free(got);
   free(t);
-  t = xasprintf("csv.read file=%s ! csv.parse types=nope:int64 ! discard", in);
+  t = tf_asprintf("csv.read file=%s ! csv.parse types=nope:int64 ! discard", in);
   run_fails(t, "types=: no column \"nope\" (columns: \"i\", \"f\"");
   free(t);
-  t = xasprintf("csv.read file=%s ! csv.parse cols=i,zz ! discard", in);
+  t = tf_asprintf("csv.read file=%s ! csv.parse cols=i,zz ! discard", in);
   run_fails(t, "cols=: no column \"zz\"");
   free(t);
-  t = xasprintf("csv.read file=%s ! csv.parse types=i:decimal ! discard", in);
+  t = tf_asprintf("csv.read file=%s ! csv.parse types=i:decimal ! discard", in);
   run_fails(t, "types=: 'i:decimal' is not NAME:TYPE");
   free(t);
   free(out);
@@ -844,7 +830,7 @@ TEST(value_errors_exact) {
       {"n:bool", "v.csv:2: column \"n\": \"3\" is not a bool"},
   };
   for (size_t k = 0; k < sizeof c / sizeof c[0]; k++) {
-    char *t = xasprintf("csv.read file=%s ! csv.parse types=%s ! discard", in, c[k].types);
+    char *t = tf_asprintf("csv.read file=%s ! csv.parse types=%s ! discard", in, c[k].types);
     run_fails(t, c[k].want);
     free(t);
   }
@@ -855,21 +841,21 @@ TEST(value_errors_exact) {
   sb_str(&bigb, "30000,0.5\n");
   char *big = bigb.s;
   char *in2 = put_file(dir, "late.csv", big, strlen(big));
-  char *t = xasprintf("csv.read file=%s chunk=64KiB ! csv.parse ! discard", in2);
+  char *t = tf_asprintf("csv.read file=%s chunk=64KiB ! csv.parse ! discard", in2);
   run_fails(t, "late.csv:30002: column \"x\": \"0.5\" is not an int64 (type "
                "inferred from the first chunk; set types=x:float64 in csv.parse)");
   free(t);
-  t = xasprintf("csv.read file=%s chunk=64KiB ! csv.parse types=x:float64 ! discard", in2);
+  t = tf_asprintf("csv.read file=%s chunk=64KiB ! csv.parse types=x:float64 ! discard", in2);
   run_ok(t);
   free(t);
   const char ovf[] = "v\n9223372036854775808\n";
   char *in3 = put_file(dir, "o.csv", ovf, sizeof ovf - 1);
-  t = xasprintf("csv.read file=%s ! csv.parse types=v:int64 ! discard", in3);
+  t = tf_asprintf("csv.read file=%s ! csv.parse types=v:int64 ! discard", in3);
   run_fails(t, "o.csv:2: column \"v\": \"9223372036854775808\" is out of range for int64");
   free(t);
   const char cnt[] = "a,b,c\n1,2,3\n4,\"5\n\",6,7\n";
   char *in4 = put_file(dir, "c.csv", cnt, sizeof cnt - 1);
-  t = xasprintf("csv.read file=%s ! csv.parse ! discard", in4);
+  t = tf_asprintf("csv.read file=%s ! csv.parse ! discard", in4);
   run_fails(t, "c.csv:3: expected 3 fields, got 4");
   free(t);
   free(in);
@@ -891,8 +877,8 @@ TEST(bad_rows_skip) {
   }
   char *csv = cb.s;
   char *in = put_file(dir, "s.csv", csv, strlen(csv));
-  char *out = xasprintf("%s/o.csv", dir);
-  char *t = xasprintf("csv.read file=%s chunk=64KiB ! csv.parse types=x:float64 bad_rows=skip "
+  char *out = tf_asprintf("%s/o.csv", dir);
+  char *t = tf_asprintf("csv.read file=%s chunk=64KiB ! csv.parse types=x:float64 bad_rows=skip "
                       "! csv.write file=%s", in, out);
   sl__csv_read_chunk_override = 997;
   outcome o = run_opts(t, 2, SL_ON_ERROR_STOP, true);
@@ -946,8 +932,8 @@ TEST(zstd_equals_plain) {
   const char *ins[] = {plain, packed, noext};
   char *outs[3];
   for (int k = 0; k < 3; k++) {
-    outs[k] = xasprintf("%s/o%d.json", dir, k);
-    char *t = xasprintf("csv.read file=%s header=false infer=false chunk=64KiB "
+    outs[k] = tf_asprintf("%s/o%d.json", dir, k);
+    char *t = tf_asprintf("csv.read file=%s header=false infer=false chunk=64KiB "
                         "! csv.parse ! json.write file=%s", ins[k], outs[k]);
     run_ok(t);
     free(t);
@@ -960,7 +946,7 @@ TEST(zstd_equals_plain) {
   /* truncated: every cut of the last 64 bytes is an error naming the file */
   for (size_t cut = 1; cut < 64; cut += 9) {
     char *tr = put_file(dir, "t.csv.zst", z, zn - cut);
-    char *t = xasprintf("csv.read file=%s header=false ! csv.parse ! discard", tr);
+    char *t = tf_asprintf("csv.read file=%s header=false ! csv.parse ! discard", tr);
     run_fails(t, "t.csv.zst: ");
     free(t);
     free(tr);
@@ -986,8 +972,8 @@ TEST(csv_write_roundtrip) {
                      "\"\",3,-0.0,1\n"
                      "caf\xc3\xa9 \xe6\x97\xa5,4,nan,0\n";
   char *in = put_file(dir, "w.csv", csv, sizeof csv - 1);
-  char *mid = xasprintf("%s/mid.csv", dir);
-  char *t = xasprintf("csv.read file=%s ! csv.parse ! csv.write file=%s", in, mid);
+  char *mid = tf_asprintf("%s/mid.csv", dir);
+  char *t = tf_asprintf("csv.read file=%s ! csv.parse ! csv.write file=%s", in, mid);
   run_ok(t);
   free(t);
   char *got = read_all(mid, NULL);
@@ -999,11 +985,11 @@ TEST(csv_write_roundtrip) {
                     "caf\xc3\xa9 \xe6\x97\xa5,4,nan,false\n");
   free(got);
   /* read back: same JSON as straight from the input */
-  char *j1 = xasprintf("%s/a.json", dir), *j2 = xasprintf("%s/b.json", dir);
-  t = xasprintf("csv.read file=%s ! csv.parse ! json.write file=%s", in, j1);
+  char *j1 = tf_asprintf("%s/a.json", dir), *j2 = tf_asprintf("%s/b.json", dir);
+  t = tf_asprintf("csv.read file=%s ! csv.parse ! json.write file=%s", in, j1);
   run_ok(t);
   free(t);
-  t = xasprintf("csv.read file=%s ! csv.parse ! json.write file=%s", mid, j2);
+  t = tf_asprintf("csv.read file=%s ! csv.parse ! json.write file=%s", mid, j2);
   run_ok(t);
   free(t);
   char *a = read_all(j1, NULL), *b = read_all(j2, NULL);
@@ -1018,8 +1004,8 @@ TEST(csv_write_roundtrip) {
   free(a);
   free(b);
   /* tab delimiter, no header */
-  char *tsv = xasprintf("%s/o.tsv", dir);
-  t = xasprintf("csv.read file=%s ! csv.parse cols=s,i ! csv.write file=%s delim=tab header=false", in, tsv);
+  char *tsv = tf_asprintf("%s/o.tsv", dir);
+  t = tf_asprintf("csv.read file=%s ! csv.parse cols=s,i ! csv.write file=%s delim=tab header=false", in, tsv);
   run_ok(t);
   free(t);
   got = read_all(tsv, NULL);
@@ -1038,15 +1024,15 @@ TEST(json_write_formats) {
   char *dir = make_tmpdir();
   const char csv[] = "k,v\n\"a\tb\x01\",\xff\xfe\xc3\x28\n\"\",inf\n";
   char *in = put_file(dir, "j.csv", csv, sizeof csv - 1);
-  char *out = xasprintf("%s/o.json", dir);
-  char *t = xasprintf("csv.read file=%s ! csv.parse ! json.write file=%s format=lines", in, out);
+  char *out = tf_asprintf("%s/o.json", dir);
+  char *t = tf_asprintf("csv.read file=%s ! csv.parse ! json.write file=%s format=lines", in, out);
   run_ok(t);
   free(t);
   char *got = read_all(out, NULL);
   ASSERT_STREQ(got, "{\"k\": \"a\\tb\\u0001\", \"v\": \"\\ufffd\\ufffd\\ufffd(\"}\n"
                     "{\"k\": \"\", \"v\": \"inf\"}\n");
   free(got);
-  t = xasprintf("csv.read file=%s ! csv.parse types=v:float64 bad_rows=skip ! json.write file=%s", in, out);
+  t = tf_asprintf("csv.read file=%s ! csv.parse types=v:float64 bad_rows=skip ! json.write file=%s", in, out);
   outcome o = run_opts(t, 2, SL_ON_ERROR_STOP, true);
   ASSERT_EQ(o.rc, 0);
   outcome_free(&o);
@@ -1057,7 +1043,7 @@ TEST(json_write_formats) {
   /* no rows: an empty array */
   const char hdr[] = "k,v\n";
   char *in2 = put_file(dir, "h.csv", hdr, sizeof hdr - 1);
-  t = xasprintf("csv.read file=%s ! csv.parse ! json.write file=%s", in2, out);
+  t = tf_asprintf("csv.read file=%s ! csv.parse ! json.write file=%s", in2, out);
   run_ok(t);
   free(t);
   got = read_all(out, NULL);
@@ -1074,12 +1060,12 @@ TEST(writers_atomic_on_failure) {
   char *dir = make_tmpdir();
   uint64_t bad_line = 0;
   char *csv = lines_file(3000, 2200, &bad_line);
-  char *want = xasprintf("f.csv:%" PRIu64 ":", bad_line);
+  char *want = tf_asprintf("f.csv:%" PRIu64 ":", bad_line);
   char *in = put_file(dir, "f.csv", csv, strlen(csv));
   const char *sinks[] = {"csv.write", "json.write"};
   for (int k = 0; k < 2; k++) {
-    char *out = xasprintf("%s/out", dir);
-    char *t = xasprintf("csv.read file=%s ! csv.parse types=x:float64 ! %s file=%s", in,
+    char *out = tf_asprintf("%s/out", dir);
+    char *t = tf_asprintf("csv.read file=%s ! csv.parse types=x:float64 ! %s file=%s", in,
                         sinks[k], out);
     sl__csv_read_chunk_override = 5000;
     run_fails(t, want);
@@ -1090,10 +1076,10 @@ TEST(writers_atomic_on_failure) {
     free(out);
   }
   /* the output directory must exist at check time */
-  char *t = xasprintf("csv.read file=%s ! csv.parse ! csv.write file=%s/no/such/o.csv", in, dir);
+  char *t = tf_asprintf("csv.read file=%s ! csv.parse ! csv.write file=%s/no/such/o.csv", in, dir);
   run_fails(t, "directory of file=");
   free(t);
-  t = xasprintf("csv.read file=%s/missing.csv ! csv.parse ! discard", dir);
+  t = tf_asprintf("csv.read file=%s/missing.csv ! csv.parse ! discard", dir);
   run_fails(t, "missing.csv': No such file or directory");
   free(t);
   free(want);
@@ -1111,12 +1097,12 @@ TEST(max_record) {
   memset(csv + 6, 'x', n);
   memcpy(csv + 6 + n, "\n2,y\n", 5);
   char *in = put_file(dir, "long_line.csv", csv, n + 11);
-  char *t = xasprintf("csv.read file=%s max_record=1MiB chunk=64KiB ! csv.parse ! discard", in);
+  char *t = tf_asprintf("csv.read file=%s max_record=1MiB chunk=64KiB ! csv.parse ! discard", in);
   run_fails(t, "long_line.csv:2: a record starting on this line is longer than "
                "max_record=1048576 bytes");
   free(t);
-  char *out = xasprintf("%s/o.csv", dir);
-  t = xasprintf("csv.read file=%s chunk=64KiB ! csv.parse ! csv.write file=%s", in, out);
+  char *out = tf_asprintf("%s/o.csv", dir);
+  t = tf_asprintf("csv.read file=%s chunk=64KiB ! csv.parse ! csv.write file=%s", in, out);
   run_ok(t); /* the chunk grows up to the default 64 MiB */
   size_t got_n;
   char *got = read_all(out, &got_n);
@@ -1127,7 +1113,7 @@ TEST(max_record) {
   /* an unbalanced quote early makes the rest one long "record" */
   memcpy(csv + 4, "\"1,", 3);
   char *in2 = put_file(dir, "q.csv", csv, n + 11);
-  t = xasprintf("csv.read file=%s max_record=1MiB chunk=64KiB ! csv.parse ! discard", in2);
+  t = tf_asprintf("csv.read file=%s max_record=1MiB chunk=64KiB ! csv.parse ! discard", in2);
   run_fails(t, "q.csv:2: a record starting on this line is longer than "
                "max_record=1048576 bytes (or a quote is unbalanced)");
   free(t);
@@ -1170,8 +1156,8 @@ TEST(stdin_via_cli) {
   char *want = gen_json_lines(&g);
   const char *inputs[] = {in, zin};
   for (int k = 0; k < 2; k++) {
-    char *out = xasprintf("%s/o.json", dir);
-    char *pipe = xasprintf("csv.read file=- header=false infer=false\n"
+    char *out = tf_asprintf("%s/o.json", dir);
+    char *pipe = tf_asprintf("csv.read file=- header=false infer=false\n"
                            "! csv.parse ! json.write file=%s format=lines\n", out);
     char *pp = put_file(dir, "p.pipe", pipe, strlen(pipe));
     char *err;
@@ -1228,10 +1214,10 @@ TEST(writers_order_stress) {
   for (int it = 0; it < 12; it++) {
     gen g = gen_make(150 + rnd() % 100, 3, (sl__csv_dialect){',', '"', false}, false);
     char *in = put_file(dir, "in.csv", g.text, g.len);
-    char *out = xasprintf("%s/o.json", dir), *out2 = xasprintf("%s/o.csv", dir);
+    char *out = tf_asprintf("%s/o.json", dir), *out2 = tf_asprintf("%s/o.csv", dir);
     const char *fmt[] = {"lines", "array"};
     for (int k = 0; k < 2; k++) {
-      char *t = xasprintf("csv.read file=%s header=false infer=false ! csv.parse "
+      char *t = tf_asprintf("csv.read file=%s header=false infer=false ! csv.parse "
                           "! json.write file=%s format=%s workers=4", in, out, fmt[k]);
       sl__csv_read_chunk_override = 1 + rnd() % 64;
       outcome o = run_opts(t, 2, SL_ON_ERROR_STOP, false);
@@ -1246,7 +1232,7 @@ TEST(writers_order_stress) {
       free(t);
     }
     /* csv.write: the re-read text must equal the input records */
-    char *t = xasprintf("csv.read file=%s header=false infer=false ! csv.parse "
+    char *t = tf_asprintf("csv.read file=%s header=false infer=false ! csv.parse "
                         "! csv.write file=%s header=false workers=3", in, out2);
     sl__csv_read_chunk_override = 1 + rnd() % 64;
     outcome o = run_opts(t, 2, SL_ON_ERROR_STOP, false);
@@ -1254,7 +1240,7 @@ TEST(writers_order_stress) {
     ASSERT_EQ(o.rc, 0);
     outcome_free(&o);
     free(t);
-    t = xasprintf("csv.read file=%s header=false infer=false ! csv.parse "
+    t = tf_asprintf("csv.read file=%s header=false infer=false ! csv.parse "
                   "! json.write file=%s format=lines", out2, out);
     run_ok(t);
     char *got = read_all(out, NULL), *want = gen_json_lines(&g);
@@ -1291,11 +1277,11 @@ TEST(writers_cancel_stress) {
   char *dir = make_tmpdir();
   gen g = gen_make(3000, 4, (sl__csv_dialect){',', '"', false}, false);
   char *in = put_file(dir, "in.csv", g.text, g.len);
-  char *out = xasprintf("%s/o.json", dir);
+  char *out = tf_asprintf("%s/o.json", dir);
   /* reference outputs from runs that are not canceled */
   char *want[2];
   for (int k = 0; k < 2; k++) {
-    char *t = xasprintf("csv.read file=%s header=false infer=false ! csv.parse ! "
+    char *t = tf_asprintf("csv.read file=%s header=false infer=false ! csv.parse ! "
                         "%s file=%s%s", in, k ? "json.write" : "csv.write", out,
                         k ? " format=lines" : "");
     run_ok(t);
@@ -1305,7 +1291,7 @@ TEST(writers_cancel_stress) {
   }
   int completed = 0, canceled = 0;
   for (int it = 0; it < 40; it++) {
-    char *t = xasprintf("csv.read file=%s header=false infer=false ! csv.parse ! "
+    char *t = tf_asprintf("csv.read file=%s header=false infer=false ! csv.parse ! "
                         "%s file=%s%s workers=%d", in, it % 2 ? "json.write" : "csv.write",
                         out, it % 2 ? " format=lines" : "", 1 + it % 4);
     sl_registry *reg;
@@ -1362,13 +1348,13 @@ static char *shared_dir(const char *sub) {
   const char *d = getenv("SLUICE_SHARED");
   if (!d) SL__FAIL("SLUICE_SHARED is not set: run through ctest, or export "
                    "SLUICE_SHARED=/path/to/shared");
-  char *p = xasprintf("%s/conformance/%s", d, sub);
+  char *p = tf_asprintf("%s/conformance/%s", d, sub);
   if (!exists(p)) SL__FAIL("missing %s", p);
   return p;
 }
 
 static bool json_same(const char *a, const char *b) {
-  char *cmd = xasprintf("/usr/bin/python3 -c 'import json,sys\n"
+  char *cmd = tf_asprintf("/usr/bin/python3 -c 'import json,sys\n"
                         "a=json.load(open(sys.argv[1],encoding=\"utf-8\"))\n"
                         "b=json.load(open(sys.argv[2],encoding=\"utf-8\"))\n"
                         "sys.exit(0 if a==b else 1)' '%s' '%s'", a, b);
@@ -1381,7 +1367,7 @@ static bool json_same(const char *a, const char *b) {
 
 TEST(csv_spectrum) {
   char *base = shared_dir("csv");
-  char *csvs = xasprintf("%s/csvs", base);
+  char *csvs = tf_asprintf("%s/csvs", base);
   char *dir = make_tmpdir();
   DIR *d = opendir(csvs);
   ASSERT(d);
@@ -1391,10 +1377,10 @@ TEST(csv_spectrum) {
     size_t n = strlen(e->d_name);
     if (n < 5 || strcmp(e->d_name + n - 4, ".csv")) continue;
     if (!strcmp(e->d_name, "location_coordinates.csv")) continue; /* below */
-    char *in = xasprintf("%s/%s", csvs, e->d_name);
-    char *want = xasprintf("%s/json/%.*s.json", base, (int)n - 4, e->d_name);
-    char *out = xasprintf("%s/%.*s.json", dir, (int)n - 4, e->d_name);
-    char *t = xasprintf("csv.read file=%s infer=false ! csv.parse ! json.write file=%s", in, out);
+    char *in = tf_asprintf("%s/%s", csvs, e->d_name);
+    char *want = tf_asprintf("%s/json/%.*s.json", base, (int)n - 4, e->d_name);
+    char *out = tf_asprintf("%s/%.*s.json", dir, (int)n - 4, e->d_name);
+    char *t = tf_asprintf("csv.read file=%s infer=false ! csv.parse ! json.write file=%s", in, out);
     run_ok(t);
     if (!json_same(out, want)) SL__FAIL("%s: output %s differs from %s", e->d_name, out, want);
     compared++;
@@ -1407,13 +1393,13 @@ TEST(csv_spectrum) {
   ASSERT(compared >= 11);
   /* upstream's expected JSON is wrong (README): 1 record, 4 fields, the
    * CSV's own bytes, read with quotes=lenient for its bare quotes */
-  char *in = xasprintf("%s/location_coordinates.csv", csvs);
-  char *out = xasprintf("%s/lc.json", dir);
-  char *t = xasprintf("csv.read file=%s ! csv.parse ! json.write file=%s format=lines", in, out);
+  char *in = tf_asprintf("%s/location_coordinates.csv", csvs);
+  char *out = tf_asprintf("%s/lc.json", dir);
+  char *t = tf_asprintf("csv.read file=%s ! csv.parse ! json.write file=%s format=lines", in, out);
   run_fails(t, "location_coordinates.csv:2: column \"Location Coordinates\": "
                "quote inside an unquoted field");
   free(t);
-  t = xasprintf("csv.read file=%s quotes=lenient infer=false ! csv.parse ! json.write "
+  t = tf_asprintf("csv.read file=%s quotes=lenient infer=false ! csv.parse ! json.write "
                 "file=%s format=lines", in, out);
   run_ok(t);
   char *got = read_all(out, NULL);
@@ -1514,9 +1500,9 @@ static void check_special(const char *tag, const char *got) {
 }
 
 static void run_hostile_csv(const char *base, const hcase *c, char *dir) {
-  char *in = xasprintf("%s/%s", base, c->file);
-  char *out = xasprintf("%s/o.json", dir);
-  char *t = xasprintf("csv.read file=%s infer=false %s ! csv.parse %s ! json.write "
+  char *in = tf_asprintf("%s/%s", base, c->file);
+  char *out = tf_asprintf("%s/o.json", dir);
+  char *t = tf_asprintf("csv.read file=%s infer=false %s ! csv.parse %s ! json.write "
                       "file=%s format=lines", in, c->read, c->parse, out);
   uint64_t t0 = sl_now_ns();
   outcome o = run_pipe(t);
@@ -1529,7 +1515,7 @@ static void run_hostile_csv(const char *base, const hcase *c, char *dir) {
     else if (strcmp(got, c->want)) SL__FAIL("%s:\n got: %s\nwant: %s", c->file, got, c->want);
     free(got);
   } else {
-    char *want = xasprintf("%s%s", in, c->error);
+    char *want = tf_asprintf("%s%s", in, c->error);
     if (o.rc == 0) SL__FAIL("%s: succeeded, expected %s", c->file, want);
     ASSERT_CONTAINS(o.errors, want);
     ASSERT(!exists(out)); /* no output, not even a partial one */
@@ -1572,7 +1558,7 @@ TEST(hostile_csv_cases) {
     names[k] = hostile_csv[k].file;
     run_hostile_csv(base, &hostile_csv[k], dir);
   }
-  char *man = xasprintf("%s/csv_manifest.json", base);
+  char *man = tf_asprintf("%s/csv_manifest.json", base);
   check_manifest_covered(man, names, n);
   free(man);
   free(names);
@@ -1585,9 +1571,9 @@ TEST(hostile_csv_cases) {
 TEST(hostile_csv_numbers) {
   char *base = shared_dir("hostile/generated/csv");
   char *dir = make_tmpdir();
-  char *in = xasprintf("%s/numeric_column_edge_values.csv", base);
-  char *out = xasprintf("%s/o.csv", dir);
-  char *t = xasprintf("csv.read file=%s ! csv.parse types=row:int64,value:float64 "
+  char *in = tf_asprintf("%s/numeric_column_edge_values.csv", base);
+  char *out = tf_asprintf("%s/o.csv", dir);
+  char *t = tf_asprintf("csv.read file=%s ! csv.parse types=row:int64,value:float64 "
                       "bad_rows=skip ! csv.write file=%s", in, out);
   outcome o = run_opts(t, 2, SL_ON_ERROR_STOP, true);
   ASSERT_EQ(o.rc, 0);
@@ -1599,7 +1585,7 @@ TEST(hostile_csv_numbers) {
   free(got);
   outcome_free(&o);
   free(t);
-  t = xasprintf("csv.read file=%s ! csv.parse types=row:int64,value:int64 "
+  t = tf_asprintf("csv.read file=%s ! csv.parse types=row:int64,value:int64 "
                 "bad_rows=skip ! csv.write file=%s", in, out);
   o = run_opts(t, 2, SL_ON_ERROR_STOP, true);
   ASSERT_EQ(o.rc, 0);
@@ -1609,12 +1595,12 @@ TEST(hostile_csv_numbers) {
   free(got);
   outcome_free(&o);
   free(t);
-  t = xasprintf("csv.read file=%s ! csv.parse types=value:int64 ! discard", in);
+  t = tf_asprintf("csv.read file=%s ! csv.parse types=value:int64 ! discard", in);
   run_fails(t, "numeric_column_edge_values.csv:5: column \"value\": \" 42\" is not an int64");
   free(t);
   free(in);
-  in = xasprintf("%s/header_only.csv", base);
-  t = xasprintf("csv.read file=%s ! csv.parse ! csv.write file=%s", in, out);
+  in = tf_asprintf("%s/header_only.csv", base);
+  t = tf_asprintf("csv.read file=%s ! csv.parse ! csv.write file=%s", in, out);
   run_ok(t);
   got = read_all(out, NULL);
   ASSERT_STREQ(got, "a,b\n");
@@ -1658,7 +1644,7 @@ static const zcase hostile_zstd[] = {
 
 /* "output_size": N and "output_sha256": "..." of a manifest entry. */
 static void manifest_output(const char *m, const char *file, long *size, char sha[65]) {
-  char *key = xasprintf("\"file\": \"%s\"", file);
+  char *key = tf_asprintf("\"file\": \"%s\"", file);
   const char *p = strstr(m, key);
   ASSERT(p);
   free(key);
@@ -1672,7 +1658,7 @@ static void manifest_output(const char *m, const char *file, long *size, char sh
 }
 
 static void sha256_file(const char *path, char out[65]) {
-  char *cmd = xasprintf("sha256sum '%s'", path);
+  char *cmd = tf_asprintf("sha256sum '%s'", path);
   FILE *f = popen(cmd, "r");
   ASSERT(f);
   ASSERT(fread(out, 1, 64, f) == 64);
@@ -1683,7 +1669,7 @@ static void sha256_file(const char *path, char out[65]) {
 
 TEST(hostile_zstd_cases) {
   char *base = shared_dir("hostile/generated/zstd");
-  char *man = xasprintf("%s/zstd_manifest.json", base);
+  char *man = tf_asprintf("%s/zstd_manifest.json", base);
   char *m = read_all(man, NULL);
   ASSERT(m);
   char *dir = make_tmpdir();
@@ -1692,10 +1678,10 @@ TEST(hostile_zstd_cases) {
   for (size_t k = 0; k < n; k++) {
     const zcase *c = &hostile_zstd[k];
     names[k] = c->file;
-    char *in = xasprintf("%s/%s", base, c->file);
-    char *out = xasprintf("%s/o.txt", dir);
+    char *in = tf_asprintf("%s/%s", base, c->file);
+    char *out = tf_asprintf("%s/o.txt", dir);
     /* the decoded text back out byte for byte: tab-delimited, one field */
-    char *t = xasprintf("csv.read file=%s header=false infer=false delim=tab ! "
+    char *t = tf_asprintf("csv.read file=%s header=false infer=false delim=tab ! "
                         "csv.parse ! csv.write file=%s header=false delim=tab", in, out);
     uint64_t t0 = sl_now_ns();
     outcome o = run_pipe(t);
@@ -1712,7 +1698,7 @@ TEST(hostile_zstd_cases) {
       ASSERT_STREQ(got, want);
       unlink(out);
     } else {
-      char *want = xasprintf("%s%s", in, c->error);
+      char *want = tf_asprintf("%s%s", in, c->error);
       if (o.rc == 0) SL__FAIL("%s: succeeded, expected %s", c->file, want);
       ASSERT_CONTAINS(o.errors, want);
       ASSERT(!exists(out));

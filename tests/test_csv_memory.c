@@ -34,8 +34,8 @@
  * peaks; the plain build does.
  */
 #include "test.h"
-#include "test_files.h"
 #include "sluice.h"
+#include "test_files.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,17 +1,34 @@
 /*
  * test_files.h -- file helpers for end-to-end tests that run `sluice` and
  * look at what it wrote: temporary folders, whole-file reads and writes.
- * Header-only (static functions); include after test.h.
+ * Header-only (static functions); include after test.h and sluice.h.
  */
 #ifndef SLUICE_TEST_FILES_H
 #define SLUICE_TEST_FILES_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+
+/* printf into a malloc'd string. */
+static inline char *tf_asprintf(const char *fmt, ...) SL_PRINTF(1, 2);
+static inline char *tf_asprintf(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  ASSERT(n >= 0);
+  char *s = malloc((size_t)n + 1);
+  ASSERT(s);
+  va_start(ap, fmt);
+  vsnprintf(s, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  return s;
+}
 
 /* A fresh folder /tmp/PREFIX-XXXXXX (malloc'd path). */
 static inline char *tf_mkdtemp(const char *prefix) {

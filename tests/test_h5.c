@@ -19,6 +19,7 @@
  */
 #include "test.h"
 #include "sluice.h"
+#include "test_files.h"
 #include "sluice_io.h"
 #include "sluice_stages.h"
 
@@ -38,29 +39,14 @@
 /* ====================================================================== */
 /* helpers                                                                 */
 
-static char *xasprintf(const char *fmt, ...) SL_PRINTF(1, 2);
-static char *xasprintf(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(NULL, 0, fmt, ap);
-  va_end(ap);
-  ASSERT(n >= 0);
-  char *s = malloc((size_t)n + 1);
-  ASSERT(s);
-  va_start(ap, fmt);
-  vsnprintf(s, (size_t)n + 1, fmt, ap);
-  va_end(ap);
-  return s;
-}
-
 static char *make_tmpdir(void) {
-  char *t = xasprintf("/tmp/sl-h5-XXXXXX");
+  char *t = tf_asprintf("/tmp/sl-h5-XXXXXX");
   ASSERT(mkdtemp(t));
   return t;
 }
 
 static void rm_tree(char *dir) {
-  char *cmd = xasprintf("rm -rf '%s'", dir);
+  char *cmd = tf_asprintf("rm -rf '%s'", dir);
   ASSERT_EQ(system(cmd), 0);
   free(cmd);
   free(dir);
@@ -84,7 +70,7 @@ static bool exists(const char *path) {
 static char *shared_dir(const char *sub) {
   const char *d = getenv("SLUICE_SHARED");
   if (!d) SL__FAIL("SLUICE_SHARED is not set: run through ctest");
-  char *p = xasprintf("%s/conformance/hdf5/%s", d, sub);
+  char *p = tf_asprintf("%s/conformance/hdf5/%s", d, sub);
   if (!exists(p)) SL__FAIL("missing %s", p);
   return p;
 }
@@ -96,7 +82,7 @@ static void python(const char *code) {
   ASSERT(fd >= 0);
   ASSERT_EQ(write(fd, code, strlen(code)), (ssize_t)strlen(code));
   close(fd);
-  char *cmd = xasprintf("/usr/bin/python3 %s", path);
+  char *cmd = tf_asprintf("/usr/bin/python3 %s", path);
   int st = system(cmd);
   unlink(path);
   free(cmd);
@@ -231,7 +217,7 @@ static outcome run_text(const char *text, unsigned threads) {
     for (size_t i = 0; i < sl_run_failure_count(run); i++) {
       const char *it, *st, *msg;
       ASSERT_OK(sl_run_failure(run, i, &it, &st, &msg));
-      char *line = xasprintf("%s: %s: %s\n", it, st, msg);
+      char *line = tf_asprintf("%s: %s: %s\n", it, st, msg);
       append(&o.errors, line);
       free(line);
     }
@@ -247,7 +233,7 @@ static outcome run_text(const char *text, unsigned threads) {
 static outcome read_ds(const char *file, const char *dataset, const char *extra,
                        bool assemble) {
   cap_reset(assemble);
-  char *text = xasprintf("h5.read file='%s' dataset='%s' %s ! test.capture", file,
+  char *text = tf_asprintf("h5.read file='%s' dataset='%s' %s ! test.capture", file,
                          dataset, extra ? extra : "");
   outcome o = run_text(text, 2);
   free(text);
@@ -329,7 +315,7 @@ TEST(convert_exact_or_error) {
 
 TEST(dtype_and_block) {
   char *dir = make_tmpdir();
-  char *code = xasprintf(
+  char *code = tf_asprintf(
       "import h5py, numpy as np\n"
       "with h5py.File('%s/a.h5','w') as f:\n"
       "  f['c3'] = np.arange(5*40*30, dtype='>i4').reshape(5,40,30) - 3000\n"
@@ -339,7 +325,7 @@ TEST(dtype_and_block) {
       dir);
   python(code);
   free(code);
-  char *file = xasprintf("%s/a.h5", dir);
+  char *file = tf_asprintf("%s/a.h5", dir);
   /* Contiguous 5x40x30 int32 in 4 KiB blocks: a 4800-byte row does not
    * fit, so blocks are whole rows of axis 1 (34 rows of 120 bytes). */
   outcome o = read_ds(file, "/c3", "block=4096 dtype=float64", true);
@@ -372,7 +358,7 @@ TEST(dtype_and_block) {
 
 TEST(security_links_and_storage) {
   char *dir = make_tmpdir();
-  char *code = xasprintf(
+  char *code = tf_asprintf(
       "import h5py, numpy as np, os\n"
       "d='%s'\n"
       "os.mkdir(d+'/in'); os.mkdir(d+'/out')\n"
@@ -386,7 +372,7 @@ TEST(security_links_and_storage) {
       dir);
   python(code);
   free(code);
-  char *file = xasprintf("%s/in/a.h5", dir);
+  char *file = tf_asprintf("%s/in/a.h5", dir);
   outcome o = read_ds(file, "/inside", NULL, true);
   ASSERT_STREQ(o.errors, "");
   ASSERT_EQ(cap.elements, 6);
@@ -409,7 +395,7 @@ TEST(security_links_and_storage) {
 
 TEST(roundtrip_read_write) {
   char *dir = make_tmpdir();
-  char *code = xasprintf(
+  char *code = tf_asprintf(
       "import h5py, numpy as np\n"
       "with h5py.File('%s/src.h5','w') as f:\n"
       "  x = np.sin(np.arange(300*70, dtype='f8')).reshape(300,70)\n"
@@ -421,7 +407,7 @@ TEST(roundtrip_read_write) {
       dir);
   python(code);
   free(code);
-  char *text = xasprintf(
+  char *text = tf_asprintf(
       "h5.read file=%s/src.h5 dataset=/g/x ! h5.write file=%s/out.h5 "
       "dataset=/y/z compress=gzip level=6 shuffle=true\n", dir, dir);
   outcome o = run_text(text, 2);
@@ -430,7 +416,7 @@ TEST(roundtrip_read_write) {
   free(o.errors);
   free(text);
   /* Unaligned chunks and no compression: the H5Dwrite path. */
-  text = xasprintf(
+  text = tf_asprintf(
       "h5.read file=%s/src.h5 dataset=/g/x ! h5.write file=%s/out2.h5 "
       "dataset=/z chunks=100,70 compress=none\n", dir, dir);
   o = run_text(text, 2);
@@ -439,14 +425,14 @@ TEST(roundtrip_read_write) {
   free(text);
   /* Aligned chunks, no filter: whole chunks are stored as they are, edge
    * chunks (300 = 4*64 + 44, 70 = 2*32 + 6) padded. */
-  text = xasprintf(
+  text = tf_asprintf(
       "h5.read file=%s/src.h5 dataset=/g/x ! h5.write file=%s/out3.h5 "
       "dataset=/w compress=none\n", dir, dir);
   o = run_text(text, 2);
   ASSERT_STREQ(o.errors, "");
   free(o.errors);
   free(text);
-  code = xasprintf(
+  code = tf_asprintf(
       "import h5py, numpy as np\n"
       "s = h5py.File('%s/src.h5','r')['g/x']\n"
       "for name, path, chunks, comp, shuf in [('out.h5','/y/z',(64,32),'gzip',True),\n"
@@ -472,7 +458,7 @@ TEST(write_failure_leaves_nothing) {
   char *src = shared_dir("generated/corrupt_gzip_chunk.h5");
   /* One chunk is corrupt: the others arrive, the dataset is incomplete,
    * so nothing may be written. */
-  char *text = xasprintf("h5.read file=%s dataset=/gzip_shuffle_f8 ! "
+  char *text = tf_asprintf("h5.read file=%s dataset=/gzip_shuffle_f8 ! "
                          "h5.write file=%s/out.h5 dataset=/d\n", src, dir);
   outcome o = run_text(text, 2);
   ASSERT_NE(o.rc, 0);
@@ -487,17 +473,17 @@ TEST(write_failure_leaves_nothing) {
 
 TEST(write_tables) {
   char *dir = make_tmpdir();
-  char *csv = xasprintf("%s/t.csv", dir);
+  char *csv = tf_asprintf("%s/t.csv", dir);
   FILE *f = fopen(csv, "w");
   ASSERT(f);
   fputs("k,x\nb,1.5\na,2\nb,3\n", f);
   fclose(f);
-  char *text = xasprintf("csv.read file=%s ! csv.parse ! h5.write file=%s/t.h5 "
+  char *text = tf_asprintf("csv.read file=%s ! csv.parse ! h5.write file=%s/t.h5 "
                          "dataset=/res\n", csv, dir);
   outcome o = run_text(text, 2);
   ASSERT_STREQ(o.errors, "");
   free(o.errors);
-  char *code = xasprintf(
+  char *code = tf_asprintf(
       "import h5py, numpy as np\n"
       "g = h5py.File('%s/t.h5','r')['res']\n"
       "assert sorted(g) == ['k','x'], sorted(g)\n"
@@ -568,12 +554,12 @@ static void check_error(const char *file, const char *ds, const char *what) {
 /* Compares every dataset of the files in `sub` with h5py. */
 static void conformance_set(const char *sub, const char *glob) {
   char *base = shared_dir(sub), *tmp = make_tmpdir();
-  char *cmd = xasprintf("cd '%s' && /usr/bin/python3 '%s/tests/h5_reference.py' "
+  char *cmd = tf_asprintf("cd '%s' && /usr/bin/python3 '%s/tests/h5_reference.py' "
                         "'%s' %s > '%s/list.tsv'", base, getenv("SLUICE_SOURCE_DIR"),
                         tmp, glob, tmp);
   ASSERT_EQ(system(cmd), 0);
   free(cmd);
-  char *list = xasprintf("%s/list.tsv", tmp);
+  char *list = tf_asprintf("%s/list.tsv", tmp);
   size_t len;
   char *text = read_file(list, &len);
   int n_ok = 0, n_err = 0;
@@ -585,7 +571,7 @@ static void conformance_set(const char *sub, const char *glob) {
       p = strchr(p, '\t');
       if (p) *p++ = '\0';
     }
-    char *file = xasprintf("%s/%s", base, f[1]);
+    char *file = tf_asprintf("%s/%s", base, f[1]);
     bool found;
     const char *ov = override_for(file, f[2], &found);
     if (found && ov) {
@@ -671,7 +657,7 @@ TEST(conformance_huge) {
   f = shared_dir("generated/huge_sparse.h5");
   cap_reset(false);
   cap.cancel_after = 40;
-  char *text = xasprintf("h5.read file=%s dataset=/one_tib_int8 ! test.capture", f);
+  char *text = tf_asprintf("h5.read file=%s dataset=/one_tib_int8 ! test.capture", f);
   o = run_text(text, 2);
   ASSERT_EQ(o.rc, SL_ECANCELED);
   ASSERT(cap.items >= 40 && cap.items < 1000);
@@ -708,7 +694,7 @@ static herr_t collect_cb(hid_t g, const char *name, const H5L_info_t *info, void
   char **names = op;
   for (int i = 0; i < 6; i++)
     if (!names[i]) {
-      names[i] = xasprintf("/%s", name);
+      names[i] = tf_asprintf("/%s", name);
       return info->type == H5L_TYPE_HARD ? 0 : 0;
     }
   return 1;
@@ -727,7 +713,7 @@ static void cve_child(const char *path) {
   }
   H5Eclear2(H5E_DEFAULT);
   sl__h5_unlock();
-  if (!names[0]) names[0] = xasprintf("/");
+  if (!names[0]) names[0] = tf_asprintf("/");
   for (int i = 0; i < 6 && names[i]; i++) {
     outcome o = read_ds(path, names[i], NULL, false);
     if (o.rc != 0 && !strstr(o.errors, path)) {
@@ -778,9 +764,9 @@ static void cve_pocs(int half) {
     unsigned hsh = 0;
     for (const char *c = e->d_name; *c; c++) hsh = hsh * 31 + (unsigned char)*c;
     if ((int)(hsh & 1) != half) continue;
-    char *path = xasprintf("%s/%s", dir, e->d_name);
+    char *path = tf_asprintf("%s/%s", dir, e->d_name);
     fflush(stderr);
-    char *log = xasprintf("/tmp/sl-h5-cve-%d.log", (int)getpid());
+    char *log = tf_asprintf("/tmp/sl-h5-cve-%d.log", (int)getpid());
     pid_t pid = fork();
     ASSERT(pid >= 0);
     if (pid == 0) {
@@ -802,7 +788,7 @@ static void cve_pocs(int half) {
               WIFSIGNALED(st) ? "signal" : "exit",
               WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
     } else {
-      char *line = xasprintf("  %s: %s %d\n", e->d_name,
+      char *line = tf_asprintf("  %s: %s %d\n", e->d_name,
                              WIFSIGNALED(st) ? "signal" : "exit",
                              WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
       append(&unexpected, line);

@@ -12,6 +12,7 @@
  */
 #include "test.h"
 #include "sluice.h"
+#include "test_files.h"
 #include "sluice_io.h"
 #include "sluice_stages.h"
 
@@ -25,23 +26,8 @@
 
 /* ---- small helpers (abort on failure: they are not under test) ---- */
 
-static char *xasprintf(const char *fmt, ...) SL_PRINTF(1, 2);
-static char *xasprintf(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(NULL, 0, fmt, ap);
-  va_end(ap);
-  ASSERT(n >= 0);
-  char *s = malloc((size_t)n + 1);
-  ASSERT(s);
-  va_start(ap, fmt);
-  vsnprintf(s, (size_t)n + 1, fmt, ap);
-  va_end(ap);
-  return s;
-}
-
 static char *make_tmpdir(void) {
-  char *t = xasprintf("/tmp/sl-stages-XXXXXX");
+  char *t = tf_asprintf("/tmp/sl-stages-XXXXXX");
   ASSERT(mkdtemp(t));
   return t;
 }
@@ -57,7 +43,7 @@ static void strlist_add(strlist *l, const char *s) {
     l->v = realloc(l->v, l->cap * sizeof *l->v);
     ASSERT(l->v);
   }
-  l->v[l->n++] = xasprintf("%s", s);
+  l->v[l->n++] = tf_asprintf("%s", s);
 }
 
 static int cmp_str(const void *a, const void *b) {
@@ -103,7 +89,7 @@ static void rm_rf(const char *path) { rm_rf_at(AT_FDCWD, path); }
 /* Creates parent directories as needed, then the file. */
 static void put_file(const char *root, const char *rel, const void *data,
                      size_t n) {
-  char *path = xasprintf("%s/%s", root, rel);
+  char *path = tf_asprintf("%s/%s", root, rel);
   for (char *s = strchr(path + strlen(root) + 1, '/'); s; s = strchr(s + 1, '/')) {
     *s = 0;
     mkdir(path, 0755);
@@ -146,15 +132,15 @@ static unsigned char *pattern(size_t n, unsigned tag) {
 
 /* Every non-directory under root/rel (hidden ones too), relative to root. */
 static void list_tree_at(const char *root, const char *rel, strlist *out) {
-  char *path = rel[0] ? xasprintf("%s/%s", root, rel) : xasprintf("%s", root);
+  char *path = rel[0] ? tf_asprintf("%s/%s", root, rel) : tf_asprintf("%s", root);
   DIR *d = opendir(path);
   ASSERT(d);
   struct dirent *de;
   while ((de = readdir(d))) {
     if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-    char *r = rel[0] ? xasprintf("%s/%s", rel, de->d_name)
-                     : xasprintf("%s", de->d_name);
-    char *full = xasprintf("%s/%s", root, r);
+    char *r = rel[0] ? tf_asprintf("%s/%s", rel, de->d_name)
+                     : tf_asprintf("%s", de->d_name);
+    char *full = tf_asprintf("%s/%s", root, r);
     struct stat st;
     ASSERT_OK(lstat(full, &st));
     if (S_ISDIR(st.st_mode)) list_tree_at(root, r, out);
@@ -287,7 +273,7 @@ static char *parse_error(const char *text) {
   runner_init(&r);
   int rc = sl_pipeline_parse(r.p, "test.pipe", text, strlen(text), NULL, 0);
   ASSERT_EQ(rc, SL_EPARSE);
-  char *err = xasprintf("%s", sl_pipeline_errors(r.p));
+  char *err = tf_asprintf("%s", sl_pipeline_errors(r.p));
   runner_free(&r);
   return err;
 }
@@ -302,7 +288,7 @@ TEST(gen_write_deterministic) {
   const char *outs[] = {"a", "b", "c"};
   const int seeds[] = {7, 7, 8};
   for (int i = 0; i < 3; i++) {
-    char *text = xasprintf("gen count=20 size=1001 seed=%d ! files.write "
+    char *text = tf_asprintf("gen count=20 size=1001 seed=%d ! files.write "
                            "dir=%s/%s suffix=.bin", seeds[i], t, outs[i]);
     run_ok(text, 20);
     free(text);
@@ -314,13 +300,13 @@ TEST(gen_write_deterministic) {
     names[i] = buf[i];
   }
   for (int o = 0; o < 3; o++) {
-    char *dir = xasprintf("%s/%s", t, outs[o]);
+    char *dir = tf_asprintf("%s/%s", t, outs[o]);
     assert_tree(dir, names, 20);
     free(dir);
   }
   for (int i = 0; i < 20; i++) {
-    char *a = xasprintf("%s/a/%s", t, names[i]), *b = xasprintf("%s/b/%s", t, names[i]),
-         *c = xasprintf("%s/c/%s", t, names[i]);
+    char *a = tf_asprintf("%s/a/%s", t, names[i]), *b = tf_asprintf("%s/b/%s", t, names[i]),
+         *c = tf_asprintf("%s/c/%s", t, names[i]);
     assert_same_file(a, b);
     size_t na, nc;
     unsigned char *da = slurp(a, &na), *dc = slurp(c, &nc);
@@ -328,7 +314,7 @@ TEST(gen_write_deterministic) {
     ASSERT_EQ(nc, 1001);
     ASSERT(memcmp(da, dc, na) != 0);
     if (i > 0) { /* consecutive items differ */
-      char *prev = xasprintf("%s/a/%s", t, names[i - 1]);
+      char *prev = tf_asprintf("%s/a/%s", t, names[i - 1]);
       size_t np;
       unsigned char *dp = slurp(prev, &np);
       ASSERT(memcmp(da, dp, na) != 0);
@@ -360,7 +346,7 @@ TEST(gen_parallel_fill_matches_serial) {
     runner r;
     runner_init(&r);
     r.opt.threads = threads[i];
-    char *text = xasprintf("gen count=2 size=%zu seed=3 ! files.write dir=%s/t%u",
+    char *text = tf_asprintf("gen count=2 size=%zu seed=3 ! files.write dir=%s/t%u",
                            big, t, threads[i]);
     runner_parse(&r, text);
     ASSERT_EQ(runner_exec(&r), 0);
@@ -368,12 +354,12 @@ TEST(gen_parallel_fill_matches_serial) {
     runner_free(&r);
     free(text);
   }
-  char *small = xasprintf("gen count=2 size=1003 seed=3 ! files.write dir=%s/s", t);
+  char *small = tf_asprintf("gen count=2 size=1003 seed=3 ! files.write dir=%s/s", t);
   run_ok(small, 2);
   free(small);
   for (int k = 1; k <= 2; k++) {
-    char *a = xasprintf("%s/t1/item-%06d", t, k), *b = xasprintf("%s/t2/item-%06d", t, k),
-         *s = xasprintf("%s/s/item-%06d", t, k);
+    char *a = tf_asprintf("%s/t1/item-%06d", t, k), *b = tf_asprintf("%s/t2/item-%06d", t, k),
+         *s = tf_asprintf("%s/s/item-%06d", t, k);
     assert_same_file(a, b);
     size_t na, ns;
     unsigned char *da = slurp(a, &na), *ds = slurp(s, &ns);
@@ -403,13 +389,13 @@ TEST(gen_parallel_fill_matches_serial) {
  * files; a prefix with '/' makes nested outputs. */
 TEST(gen_empty_items_and_prefix_dirs) {
   char *t = make_tmpdir();
-  char *text = xasprintf("gen count=3 size=0 prefix=x/y/n- ! files.write dir=%s/out", t);
+  char *text = tf_asprintf("gen count=3 size=0 prefix=x/y/n- ! files.write dir=%s/out", t);
   run_ok(text, 3);
   const char *exp[] = {"x/y/n-000001", "x/y/n-000002", "x/y/n-000003"};
-  char *out = xasprintf("%s/out", t);
+  char *out = tf_asprintf("%s/out", t);
   assert_tree(out, exp, 3);
   for (int i = 0; i < 3; i++) {
-    char *p = xasprintf("%s/%s", out, exp[i]);
+    char *p = tf_asprintf("%s/%s", out, exp[i]);
     struct stat st;
     ASSERT_OK(stat(p, &st));
     ASSERT_EQ(st.st_size, 0);
@@ -477,7 +463,7 @@ TEST(identity_fail_attempts_with_retries) {
                {0, 1, 10}, {3, 0, 10}};
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     runner r;
-    char *text = xasprintf("gen count=100 size=16 ! identity fail_every=10 "
+    char *text = tf_asprintf("gen count=100 size=16 ! identity fail_every=10 "
                            "fail_attempts=%d ! discard", cases[i].fail_attempts);
     int rc = run_text(&r, text, cases[i].retries);
     ASSERT_EQ(rc, cases[i].failed ? SL_EITEMS : 0);
@@ -529,13 +515,13 @@ static void make_tree(const char *src) {
 static void check_copy(const char *t, const char *params, const char *const *exp,
                        size_t n) {
   static int serial;
-  char *out = xasprintf("%s/out%d", t, serial++);
-  char *text = xasprintf("files.list dir=%s/src %s ! files.read ! files.write dir=%s",
+  char *out = tf_asprintf("%s/out%d", t, serial++);
+  char *text = tf_asprintf("files.list dir=%s/src %s ! files.read ! files.write dir=%s",
                          t, params, out);
   run_ok(text, n);
   assert_tree(out, exp, n);
   for (size_t i = 0; i < n; i++) {
-    char *a = xasprintf("%s/src/%s", t, exp[i]), *b = xasprintf("%s/%s", out, exp[i]);
+    char *a = tf_asprintf("%s/src/%s", t, exp[i]), *b = tf_asprintf("%s/%s", out, exp[i]);
     assert_same_file(a, b);
     free(a);
     free(b);
@@ -546,7 +532,7 @@ static void check_copy(const char *t, const char *params, const char *const *exp
 
 TEST(files_copy_tree) {
   char *t = make_tmpdir();
-  char *src = xasprintf("%s/src", t);
+  char *src = tf_asprintf("%s/src", t);
   make_tree(src);
   const char *all[] = {"a.txt", "a-c.txt", "b.dat", "big.dat", "sub/c.txt",
                        "sub/g.dat", "sub/deep/d.txt", "sub/deep/e.txt"};
@@ -574,14 +560,14 @@ TEST(files_copy_tree) {
  * fail_every=k exactly the items at positions k, 2k, ... fail. */
 TEST(files_list_order) {
   char *t = make_tmpdir();
-  char *src = xasprintf("%s/src", t);
+  char *src = tf_asprintf("%s/src", t);
   make_tree(src);
   /* "a-c.txt" < "a.txt" ('-' < '.'), "sub/c.txt" < "sub/deep/..." < "sub/g.dat". */
   const char *sorted[] = {"a-c.txt", "a.txt", "b.dat", "big.dat", "sub/c.txt",
                           "sub/deep/d.txt", "sub/deep/e.txt", "sub/g.dat"};
   const size_t n = 8;
   for (size_t k = 1; k <= n; k++) {
-    char *text = xasprintf("files.list dir=%s ! identity fail_every=%zu ! discard",
+    char *text = tf_asprintf("files.list dir=%s ! identity fail_every=%zu ! discard",
                            src, k);
     runner r;
     ASSERT_EQ(run_text(&r, text, 0), SL_EITEMS);
@@ -607,9 +593,9 @@ TEST(files_list_order) {
  * naming the directory and the cause. */
 TEST(files_list_missing_dir) {
   char *t = make_tmpdir();
-  char *text = xasprintf("files.list dir=%s/nope ! discard", t);
+  char *text = tf_asprintf("files.list dir=%s/nope ! discard", t);
   char *e = parse_error(text);
-  char *want = xasprintf("dir '%s/nope'", t);
+  char *want = tf_asprintf("dir '%s/nope'", t);
   ASSERT_CONTAINS(e, want);
   ASSERT_CONTAINS(e, "No such file or directory");
   free(e);
@@ -617,20 +603,20 @@ TEST(files_list_missing_dir) {
   free(text);
 
   put_file(t, "plain", "x", 1);
-  text = xasprintf("files.list dir=%s/plain ! discard", t);
+  text = tf_asprintf("files.list dir=%s/plain ! discard", t);
   e = parse_error(text);
   ASSERT_CONTAINS(e, "Not a directory");
   free(e);
   free(text);
 
-  text = xasprintf("gen ! files.write dir=%s/plain", t);
+  text = tf_asprintf("gen ! files.write dir=%s/plain", t);
   e = parse_error(text);
   ASSERT_CONTAINS(e, "Not a directory");
   free(e);
   free(text);
 
   /* mkdir=false needs the directory to exist already. */
-  text = xasprintf("gen ! files.write dir=%s/absent mkdir=false", t);
+  text = tf_asprintf("gen ! files.write dir=%s/absent mkdir=false", t);
   e = parse_error(text);
   ASSERT_CONTAINS(e, "No such file or directory");
   free(e);
@@ -643,21 +629,21 @@ TEST(files_list_missing_dir) {
  * the cause, while every other file is copied; a FIFO is not listed. */
 TEST(files_read_failure_is_per_item) {
   char *t = make_tmpdir();
-  char *src = xasprintf("%s/src", t);
+  char *src = tf_asprintf("%s/src", t);
   make_tree(src);
-  char *link = xasprintf("%s/sub/broken.txt", src);
+  char *link = tf_asprintf("%s/sub/broken.txt", src);
   ASSERT_OK(symlink("does-not-exist", link));
-  char *good = xasprintf("%s/sub/good-link.txt", src);
+  char *good = tf_asprintf("%s/sub/good-link.txt", src);
   ASSERT_OK(symlink("c.txt", good));
-  char *fifo = xasprintf("%s/pipe.txt", src);
+  char *fifo = tf_asprintf("%s/pipe.txt", src);
   ASSERT_OK(mkfifo(fifo, 0644));
   /* /proc files claim size 0 but have content: the read must notice the
    * file is longer than fstat said rather than return a truncated payload. */
-  char *proc = xasprintf("%s/proc.txt", src);
+  char *proc = tf_asprintf("%s/proc.txt", src);
   ASSERT_OK(symlink("/proc/self/status", proc));
 
   runner r;
-  char *text = xasprintf("files.list dir=%s glob=*.txt ! files.read ! files.write "
+  char *text = tf_asprintf("files.list dir=%s glob=*.txt ! files.read ! files.write "
                          "dir=%s/out", src, t);
   ASSERT_EQ(run_text(&r, text, 1), SL_EITEMS);
   ASSERT_EQ(sl_run_items_ok(r.run), 6);
@@ -675,11 +661,11 @@ TEST(files_read_failure_is_per_item) {
   }
   runner_free(&r);
 
-  char *out = xasprintf("%s/out", t);
+  char *out = tf_asprintf("%s/out", t);
   const char *exp[] = {"a.txt", "a-c.txt", "sub/c.txt", "sub/deep/d.txt",
                        "sub/deep/e.txt", "sub/good-link.txt"};
   assert_tree(out, exp, 6);
-  char *a = xasprintf("%s/sub/c.txt", src), *b = xasprintf("%s/sub/good-link.txt", out);
+  char *a = tf_asprintf("%s/sub/c.txt", src), *b = tf_asprintf("%s/sub/good-link.txt", out);
   assert_same_file(a, b);
   free(a);
   free(b);
@@ -699,7 +685,7 @@ TEST(files_read_failure_is_per_item) {
  * fails the source with a message naming it; nothing is emitted. */
 TEST(files_list_unreadable_dir_fails_run) {
   char *t = make_tmpdir();
-  char *src = xasprintf("%s/src", t);
+  char *src = tf_asprintf("%s/src", t);
   make_tree(src);
   int fd = open(src, O_RDONLY | O_DIRECTORY);
   ASSERT(fd >= 0);
@@ -715,7 +701,7 @@ TEST(files_list_unreadable_dir_fails_run) {
   }
   close(fd);
   runner r;
-  char *text = xasprintf("files.list dir=%s ! files.read ! files.write dir=%s/out",
+  char *text = tf_asprintf("files.list dir=%s ! files.read ! files.write dir=%s/out",
                          src, t);
   int rc = run_text(&r, text, 0);
   ASSERT(rc < 0);
@@ -738,9 +724,9 @@ TEST(files_list_unreadable_dir_fails_run) {
  * follow=false lists neither. */
 TEST(files_list_follow_symlinks) {
   char *t = make_tmpdir();
-  char *src = xasprintf("%s/src", t);
+  char *src = tf_asprintf("%s/src", t);
   make_tree(src);
-  char *loop = xasprintf("%s/sub/loop", src), *ld = xasprintf("%s/linkdir", src);
+  char *loop = tf_asprintf("%s/sub/loop", src), *ld = tf_asprintf("%s/linkdir", src);
   ASSERT_OK(symlink(".", loop));
   ASSERT_OK(symlink("sub/deep", ld));
   const char *plain[] = {"a.txt", "a-c.txt", "b.dat", "big.dat", "sub/c.txt",
@@ -760,10 +746,10 @@ TEST(files_list_follow_symlinks) {
 /* Files above max_size fail with both sizes in the message. */
 TEST(files_read_max_size) {
   char *t = make_tmpdir();
-  char *src = xasprintf("%s/src", t);
+  char *src = tf_asprintf("%s/src", t);
   make_tree(src);
   runner r;
-  char *text = xasprintf("files.list dir=%s ! files.read max_size=64KiB ! discard",
+  char *text = tf_asprintf("files.list dir=%s ! files.read max_size=64KiB ! discard",
                          src);
   ASSERT_EQ(run_text(&r, text, 0), SL_EITEMS);
   ASSERT_EQ(sl_run_items_ok(r.run), 7); /* e.txt is exactly 64 KiB: allowed */
@@ -775,7 +761,7 @@ TEST(files_read_max_size) {
   runner_free(&r);
   free(text);
   /* One byte less and e.txt is over too. */
-  text = xasprintf("files.list dir=%s ! files.read max_size=65535 ! discard", src);
+  text = tf_asprintf("files.list dir=%s ! files.read max_size=65535 ! discard", src);
   ASSERT_EQ(run_text(&r, text, 0), SL_EITEMS);
   failures(&r, "files.read", "above max_size=65535", &names);
   ASSERT_EQ(names.n, 2);
@@ -804,12 +790,12 @@ TEST(files_read_rejects_non_path) {
  * nothing is written outside it. */
 TEST(files_write_unsafe_names) {
   char *t = make_tmpdir();
-  char *out = xasprintf("%s/out", t);
+  char *out = tf_asprintf("%s/out", t);
   ASSERT_OK(mkdir(out, 0755));
   const char *prefixes[] = {"../x", "/abs", "a/../../y", "./z", "sub//w"};
   for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++) {
     runner r;
-    char *text = xasprintf("gen count=2 size=8 prefix=%s ! files.write dir=%s",
+    char *text = tf_asprintf("gen count=2 size=8 prefix=%s ! files.write dir=%s",
                            prefixes[i], out);
     ASSERT_EQ(run_text(&r, text, 0), SL_EITEMS);
     ASSERT_EQ(sl_run_items_failed(r.run), 2);
@@ -840,7 +826,7 @@ TEST(files_write_unsafe_names) {
 TEST(files_write_no_mkdir_and_replace) {
   char *t = make_tmpdir();
   runner r;
-  char *text = xasprintf("gen count=3 size=10 prefix=missing/ ! files.write dir=%s "
+  char *text = tf_asprintf("gen count=3 size=10 prefix=missing/ ! files.write dir=%s "
                          "mkdir=false", t);
   ASSERT_EQ(run_text(&r, text, 0), SL_EITEMS);
   strlist names = {0};
@@ -853,10 +839,10 @@ TEST(files_write_no_mkdir_and_replace) {
 
   /* A directory in the way makes the final rename fail after the
    * temporary was written: the item fails and the temporary goes. */
-  char *blocker = xasprintf("%s/item-000002", t);
+  char *blocker = tf_asprintf("%s/item-000002", t);
   ASSERT_OK(mkdir(blocker, 0755));
   put_file(blocker, "keep", "k", 1);
-  text = xasprintf("gen count=3 size=1000 ! files.write dir=%s", t);
+  text = tf_asprintf("gen count=3 size=1000 ! files.write dir=%s", t);
   ASSERT_EQ(run_text(&r, text, 0), SL_EITEMS);
   failures(&r, "files.write", "rename", &names);
   ASSERT_EQ(names.n, 1);
@@ -870,12 +856,12 @@ TEST(files_write_no_mkdir_and_replace) {
   free(blocker);
 
   put_file(t, "item-000001", "old contents that are longer", 28);
-  text = xasprintf("gen count=2 size=10 ! files.write dir=%s fsync=true", t);
+  text = tf_asprintf("gen count=2 size=10 ! files.write dir=%s fsync=true", t);
   run_ok(text, 2);
   free(text);
   const char *exp[] = {"item-000001", "item-000002", "item-000003"};
   assert_tree(t, exp, 3);
-  char *p = xasprintf("%s/item-000001", t);
+  char *p = tf_asprintf("%s/item-000001", t);
   struct stat st;
   ASSERT_OK(stat(p, &st));
   ASSERT_EQ(st.st_size, 10);
@@ -888,9 +874,9 @@ TEST(files_write_no_mkdir_and_replace) {
  * are produced again, with the same bytes. */
 TEST(files_write_resume) {
   char *t = make_tmpdir();
-  char *text = xasprintf("gen count=10 size=300 ! files.write dir=%s", t);
+  char *text = tf_asprintf("gen count=10 size=300 ! files.write dir=%s", t);
   run_ok(text, 10);
-  char *p3 = xasprintf("%s/item-000003", t), *p7 = xasprintf("%s/item-000007", t);
+  char *p3 = tf_asprintf("%s/item-000003", t), *p7 = tf_asprintf("%s/item-000007", t);
   size_t n;
   unsigned char *orig = slurp(p3, &n);
   ASSERT_OK(unlink(p3));
@@ -924,10 +910,10 @@ TEST(files_write_resume) {
 TEST(files_write_mkdir_race) {
   char *t = make_tmpdir();
   for (int iter = 0; iter < 8; iter++) {
-    char *text = xasprintf("gen count=64 size=%d prefix=d%d/e/f/ ! files.write "
+    char *text = tf_asprintf("gen count=64 size=%d prefix=d%d/e/f/ ! files.write "
                            "dir=%s/o%d workers=8", 16 * iter, iter, t, iter);
     run_ok(text, 64);
-    char *dir = xasprintf("%s/o%d/d%d/e/f", t, iter, iter);
+    char *dir = tf_asprintf("%s/o%d/d%d/e/f", t, iter, iter);
     strlist got = {0};
     list_tree_at(dir, "", &got);
     ASSERT_EQ(got.n, 64);
@@ -976,7 +962,7 @@ TEST(files_write_cancel_leaves_no_temporaries) {
     const size_t size = iter == 1 ? (size_t)20 << 20 : (size_t)3 << 20;
     runner r;
     runner_init(&r);
-    char *text = xasprintf("gen count=400 size=%zu ! identity sleep_us=%d ! "
+    char *text = tf_asprintf("gen count=400 size=%zu ! identity sleep_us=%d ! "
                            "files.write dir=%s workers=4", size, 500 * iter, t);
     runner_parse(&r, text);
     ASSERT_OK(sl_run_create(&r.run, r.p, &r.opt));
@@ -992,7 +978,7 @@ TEST(files_write_cancel_leaves_no_temporaries) {
             sl_err_name(rc), got.n);
     for (size_t i = 0; i < got.n; i++) {
       ASSERT(!strstr(got.v[i], "sluice-tmp"));
-      char *p = xasprintf("%s/%s", t, got.v[i]);
+      char *p = tf_asprintf("%s/%s", t, got.v[i]);
       struct stat st;
       ASSERT_OK(stat(p, &st));
       ASSERT_EQ(st.st_size, size);

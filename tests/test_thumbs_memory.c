@@ -33,8 +33,8 @@
  * would exit non-zero) but does not compare peaks; the plain build does.
  */
 #include "test.h"
-#include "test_files.h"
 #include "sluice.h"
+#include "test_files.h"
 
 #include <dirent.h>
 #include <errno.h>
