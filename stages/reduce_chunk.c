@@ -154,53 +154,35 @@ static void block_f(const kctx *k, sl__rcell *c, uint64_t *h, const double *v,
   c->n += m;
 }
 
-static void block_i(const kctx *k, sl__rcell *c, uint64_t *h, const int64_t *v,
-                    size_t m, uint64_t i0) {
-  __int128 bs = 0;
-  int64_t mn = v[0], mx = v[0];
-  size_t jmn = 0, jmx = 0;
-  for (size_t j = 0; j < m; j++) bs += v[j];
-  if (k->need_min || k->need_max)
-    for (size_t j = 1; j < m; j++) {
-      if (v[j] < mn) mn = v[j], jmn = j;
-      if (v[j] > mx) mx = v[j], jmx = j;
-    }
-  c->w += bs;
-  if (k->need_var) {
-    double mb = (double)bs / (double)m, d = 0;
-    for (size_t j = 0; j < m; j++) d += ((double)v[j] - mb) * ((double)v[j] - mb);
-    chan_add(c, m, mb, d);
+/* Integer blocks: exact 128-bit sums, extremes with their first index;
+ * one body for int64 (field i) and uint64 (field u). */
+#define DEFINE_BLOCK_INT(name, T, field)                                       \
+  static void name(const kctx *k, sl__rcell *c, uint64_t *h, const T *v,       \
+                   size_t m, uint64_t i0) {                                    \
+    __int128 bs = 0;                                                           \
+    T mn = v[0], mx = v[0];                                                    \
+    size_t jmn = 0, jmx = 0;                                                   \
+    for (size_t j = 0; j < m; j++) bs += v[j];                                 \
+    if (k->need_min || k->need_max)                                            \
+      for (size_t j = 1; j < m; j++) {                                         \
+        if (v[j] < mn) mn = v[j], jmn = j;                                     \
+        if (v[j] > mx) mx = v[j], jmx = j;                                     \
+      }                                                                        \
+    c->w += bs;                                                                \
+    if (k->need_var) {                                                         \
+      double mb = (double)bs / (double)m, d = 0;                               \
+      for (size_t j = 0; j < m; j++) d += ((double)v[j] - mb) * ((double)v[j] - mb); \
+      chan_add(c, m, mb, d);                                                   \
+    }                                                                          \
+    if (c->imin == SL__RNONE || mn < c->min.field) c->min.field = mn, c->imin = i0 + jmn; \
+    if (c->imax == SL__RNONE || mx > c->max.field) c->max.field = mx, c->imax = i0 + jmx; \
+    if (h)                                                                     \
+      for (size_t j = 0; j < m; j++) hist_add(k, h, (double)v[j]);            \
+    c->n += m;                                                                 \
   }
-  if (c->imin == SL__RNONE || mn < c->min.i) c->min.i = mn, c->imin = i0 + jmn;
-  if (c->imax == SL__RNONE || mx > c->max.i) c->max.i = mx, c->imax = i0 + jmx;
-  if (h)
-    for (size_t j = 0; j < m; j++) hist_add(k, h, (double)v[j]);
-  c->n += m;
-}
 
-static void block_u(const kctx *k, sl__rcell *c, uint64_t *h, const uint64_t *v,
-                    size_t m, uint64_t i0) {
-  __int128 bs = 0;
-  uint64_t mn = v[0], mx = v[0];
-  size_t jmn = 0, jmx = 0;
-  for (size_t j = 0; j < m; j++) bs += v[j];
-  if (k->need_min || k->need_max)
-    for (size_t j = 1; j < m; j++) {
-      if (v[j] < mn) mn = v[j], jmn = j;
-      if (v[j] > mx) mx = v[j], jmx = j;
-    }
-  c->w += bs;
-  if (k->need_var) {
-    double mb = (double)bs / (double)m, d = 0;
-    for (size_t j = 0; j < m; j++) d += ((double)v[j] - mb) * ((double)v[j] - mb);
-    chan_add(c, m, mb, d);
-  }
-  if (c->imin == SL__RNONE || mn < c->min.u) c->min.u = mn, c->imin = i0 + jmn;
-  if (c->imax == SL__RNONE || mx > c->max.u) c->max.u = mx, c->imax = i0 + jmx;
-  if (h)
-    for (size_t j = 0; j < m; j++) hist_add(k, h, (double)v[j]);
-  c->n += m;
-}
+DEFINE_BLOCK_INT(block_i, int64_t, i)
+DEFINE_BLOCK_INT(block_u, uint64_t, u)
 
 /* ---- loading elements as class values ---------------------------------- */
 
