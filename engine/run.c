@@ -105,15 +105,6 @@ bool sl_worker_is_done(sl_worker *w, const char *name) {
 /* failures and stopping                                                   */
 
 static void add_failure(sl_run *r, const char *item, const char *stage,
-                        const char *msg);
-
-void sl__run_add_failure(sl_run *r, const char *item, const char *stage,
-                         const char *msg) {
-  add_failure(r, item, stage, msg);
-  atomic_fetch_add_explicit(&r->failed, 1, memory_order_relaxed);
-}
-
-static void add_failure(sl_run *r, const char *item, const char *stage,
                         const char *msg) {
   sl__mutex_lock(&r->mu);
   if (r->nfailures == r->capfailures) {
@@ -138,6 +129,12 @@ static void add_failure(sl_run *r, const char *item, const char *stage,
     free(f->message);
   }
   sl__mutex_unlock(&r->mu);
+}
+
+void sl__run_add_failure(sl_run *r, const char *item, const char *stage,
+                         const char *msg) {
+  add_failure(r, item, stage, msg);
+  atomic_fetch_add_explicit(&r->failed, 1, memory_order_relaxed);
 }
 
 void sl__dispose_item(void *item) { sl_item_destroy(item); }
@@ -572,8 +569,9 @@ static int run_setup(sl_run *r) {
   for (size_t i = 0; i < r->n; i++) {
     rc = build_stage(r, i);
     if (rc < 0) return rc;
-    if (r->rt[i].def->exec == SL_EXEC_IO && !(r->rt[i].def->flags & SL_STAGE_SOURCE))
-      io_threads += r->rt[i].nworkers;
+    if (i < r->active && r->rt[i].def->exec == SL_EXEC_IO &&
+        !(r->rt[i].def->flags & SL_STAGE_SOURCE))
+      io_threads += r->rt[i].nworkers; /* pool threads for stages this rank runs */
   }
   if (io_threads) {
     rc = sl_pool_create(&r->pool, io_threads, io_threads, "sl-io");
