@@ -483,6 +483,12 @@ static int dispatch(cli *c, sl_registry *reg, int argc, char **argv) {
           c->opt.journal_path = journal_k;
         }
         rc = cmd_run(c, p);
+        /* Under mpirun every rank goes on to the next pass, or none does. */
+        if (k + 1 < ps.n && !sl_dist_agree(c->opt.dist, rc == EXIT_OK) && rc == EXIT_OK) {
+          fprintf(stderr, "sluice: pass %zu failed on another rank; the passes after "
+                  "it do not run\n", k + 1);
+          rc = EXIT_ITEMS;
+        }
         if (rc == EXIT_OK && k + 1 < ps.n && capture_vars(c, p, &v) < 0) rc = EXIT_USAGE;
       }
     }

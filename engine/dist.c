@@ -147,6 +147,20 @@ int sl_dist_share(sl_dist *d, char **text) {
 #endif
 }
 
+bool sl_dist_agree(sl_dist *d, bool ok) {
+  if (sl_dist_size(d) <= 1) return ok;
+#ifdef SLUICE_HAVE_MPI
+  int mine = ok, all = 0;
+  sl__mutex_lock(&d->mu);
+  int rc = MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_LAND, MPI_COMM_WORLD);
+  sl__mutex_unlock(&d->mu);
+  if (rc != MPI_SUCCESS) sl_dist_abort(d, 2); /* the others would wait */
+  return all != 0;
+#else
+  return ok;
+#endif
+}
+
 /* ---------------------------------------------------------------------- */
 /* messages                                                                */
 

@@ -214,6 +214,22 @@ TEST(two_passes_share_captured_values) {
   ASSERT_STREQ(got, want);
   free(want);
   free(got);
+  /* Pass 1 fails on rank 0 only (capture keeps one row, a group-by gives
+   * five): every rank stops after it, none waits for the others. */
+  snprintf(p, sizeof p, "%s/bad.pipe", d);
+  tf_write(p, "csv.read file=${in} chunk=64KiB ! csv.parse\n"
+              "! groupby keys=category aggs=count ! capture name=s\n"
+              "---\n"
+              "csv.read file=${in} ! csv.parse ! csv.write file=${out}\n");
+  rc = sluice_np(d, 3, "bad.pipe in=d.csv out=never.csv --threads 1");
+  ASSERT(rc != 0 && rc < 124); /* failed, not hung */
+  snprintf(p, sizeof p, "%s/never.csv", d);
+  ASSERT(!tf_exists(p));
+  snprintf(p, sizeof p, "%s/err.txt", d);
+  err = tf_slurp(p);
+  ASSERT(err && strstr(err, "capture keeps one row"));
+  ASSERT(strstr(err, "pass 1 failed on another rank"));
+  free(err);
   tf_rmtree(d);
   free(d);
 }

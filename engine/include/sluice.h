@@ -234,6 +234,10 @@ SL_API void sl_dist_abort(sl_dist *d, int code);
  * replaced on the other ranks. Collective: every rank calls it, between
  * runs. @return 0, SL_ENOMEM or SL_EIO. */
 SL_API int sl_dist_share(sl_dist *d, char **text);
+/* True when `ok` is true on every rank. Collective: every rank calls it
+ * (e.g. between the passes of a file, so that all go on or all stop).
+ * Not distributed: returns ok. */
+SL_API bool sl_dist_agree(sl_dist *d, bool ok);
 /* Leaves the job and frees d (NULL: nothing). */
 SL_API void sl_dist_finalize(sl_dist *d);
 
