@@ -120,33 +120,30 @@ static int capture_process(sl_worker *w, sl_item *in, sl_item **out) {
     return sl_worker_errorf(w, "capture keeps one item, got a second one");
   char **vars = calloc(pl->u.table.ncols + 1, sizeof *vars);
   if (!vars) return SL_ENOMEM;
-  for (uint32_t i = 0; i < pl->u.table.ncols; i++) {
+  int rc = 0;
+  for (uint32_t i = 0; i < pl->u.table.ncols && rc == 0; i++) {
+    const sl_column *col = &pl->u.table.cols[i];
     sl__col c;
-    int rc = sl__table_bind(pl, &pl->u.table.cols[i], &c);
-    if (rc < 0) {
-      for (uint32_t k = 0; k < i; k++) free(vars[k]);
-      free(vars);
-      return sl_worker_errorf(w, "column \"%s\": malformed or unsupported (%s)",
-                              pl->u.table.cols[i].name,
-                              sl_dtype_name(pl->u.table.cols[i].dtype));
+    if (sl__table_bind(pl, col, &c) < 0) {
+      rc = sl_worker_errorf(w, "column \"%s\": malformed or unsupported (%s)",
+                            col->name, sl_dtype_name(col->dtype));
+      break;
     }
     char buf[64];
     uint64_t len;
     const char *text = cell_text(&c, buf, sizeof buf, &len);
     /* Variables travel as lines (between passes, and between ranks). */
     if (memchr(text, '\n', (size_t)len) || memchr(text, '\r', (size_t)len) ||
-        memchr(text, '\0', (size_t)len)) {
-      for (uint32_t k = 0; k < i; k++) free(vars[k]);
-      free(vars);
-      return sl_worker_errorf(w, "column \"%s\": a value with a line break or a "
-                              "NUL byte cannot become a variable",
-                              pl->u.table.cols[i].name);
-    }
-    if (!(vars[i] = make_var(p->name, pl->u.table.cols[i].name, text, (size_t)len))) {
-      for (uint32_t k = 0; k < i; k++) free(vars[k]);
-      free(vars);
-      return SL_ENOMEM;
-    }
+        memchr(text, '\0', (size_t)len))
+      rc = sl_worker_errorf(w, "column \"%s\": a value with a line break or a "
+                            "NUL byte cannot become a variable", col->name);
+    else if (!(vars[i] = make_var(p->name, col->name, text, (size_t)len)))
+      rc = SL_ENOMEM;
+  }
+  if (rc < 0) {
+    for (uint32_t k = 0; k < pl->u.table.ncols; k++) free(vars[k]);
+    free(vars);
+    return rc;
   }
   clear_vars(s);
   s->vars = vars;
