@@ -1637,7 +1637,10 @@ static const zcase hostile_zstd[] = {
     {"bad_magic.zst", ": corrupt zstd input: Unknown frame descriptor"},
     {"reserved_bit_set.zst", ": corrupt zstd input: Unsupported frame parameter"},
     {"reserved_block_type.zst", ": corrupt zstd input: Data corruption detected"},
-    {"rle_block_larger_than_window.zst", ": corrupt zstd input: Data corruption detected"},
+    /* libzstd's own words differ between builds: 1.5.4+dfsg2-5 says "Data
+     * corruption detected", its deb12u1 update "Destination buffer is too
+     * small"; what is ours is the file and "corrupt zstd input". */
+    {"rle_block_larger_than_window.zst", ": corrupt zstd input: "},
     {"trailing_garbage.zst", ": corrupt zstd input: Unknown frame descriptor"},
     {"empty.zst", ": empty zstd input (no frame)"},
 };
