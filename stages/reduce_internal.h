@@ -134,12 +134,20 @@ int sl__reduce_table(sl_worker *w, const sl__rconf *cf, const sl__rpart *p,
 
 /* ---- folding a chunk (reduce_chunk.c) -------------------------------- */
 
-/* Per-worker scratch memory for the kernels. */
+/* Per-worker scratch memory for the kernels (zeroed to start). */
+#define SL__RSUB 4 /* interleaved copies of a histogram (reduce_chunk.c) */
 typedef struct sl__rscratch {
-  void *buf;
-  size_t cap;
+  void *buf;      /* BLK elements loaded as class values */
+  int32_t *bins;  /* BLK histogram bin indices */
+  uint64_t *sub;  /* SL__RSUB interleaved sub-histograms */
+  size_t sub_cap; /* counts in sub */
 } sl__rscratch;
 void sl__rscratch_free(sl__rscratch *s);
+
+/* Histogram binning kernels: the best the CPU has, at most `level` (tests
+ * check each against numpy; all give the same counts). Process-wide. */
+enum { SL__RSIMD_SCALAR = 0, SL__RSIMD_SSE2 = 1, SL__RSIMD_AVX2 = 2 };
+void sl__reduce_simd_cap(int level);
 
 /* Folds the chunk `a` (elements at `data`, strides in bytes) into *p,
  * which the caller initialised over the chunk's box (sl__rchunk_box).

@@ -150,6 +150,13 @@ static const char numpy_script[] =
     "    a['zero_d'] = np.array(2.5)\n"
     "    a['empty'] = np.zeros((0, 5))\n"
     "    a['const'] = np.full((100,), 7.0)\n"
+    "    # every edge of hist(7,-1,1.3) and its neighbours, NaN, infinities,\n"
+    "    # values just outside the range, among uniform ones\n"
+    "    e = np.linspace(-1.0, 1.3, 8)\n"
+    "    v = np.concatenate([e, np.nextafter(e, np.inf), np.nextafter(e, -np.inf),\n"
+    "                        (e[1:] + e[:-1]) / 2, [np.nan, np.inf, -np.inf, -1.5, 1.8],\n"
+    "                        rng.uniform(-1.1, 1.4, 3000)])\n"
+    "    a['edges'] = rng.permutation(np.tile(v, 2))\n"
     "    return a\n"
     "CASES = [\n"
     "  ('f8_1d', ALL + ',hist(20,-1,7)', 'none', '4KiB'),\n"
@@ -181,10 +188,18 @@ static const char numpy_script[] =
     "  ('zero_d', ALL, 'none', '4KiB'),\n"
     "  ('empty', 'count,sum,mean,min,argmax', 'none', '4KiB'),\n"
     "  ('const', ALL + ',hist(3,7,7)', 'none', '4KiB'),\n"
+    "  ('f8_1d_bigh', ALL + ',hist(50,-5,11)', 'none', '16MiB'),\n"
+    "  ('edges_s0', 'count,hist(7,-1,1.3)', 'none', '4KiB'),\n"
+    "  ('edges_s1', 'count,hist(7,-1,1.3)', 'none', '4KiB'),\n"
+    "  ('edges_s2', 'count,hist(7,-1,1.3)', 'none', '4KiB'),\n"
+    "  ('edges_wide_s1', 'count,hist(300,-1,1.3)', 'none', '4KiB'),\n"
+    "  ('edges_wide_s2', 'count,hist(300,-1,1.3)', 'none', '64KiB'),\n"
     "]\n"
+    "# name suffixes: _sN runs with the binning kernels capped at level N\n"
+    "# (0 scalar, 1 SSE2, 2 AVX2); the others name variants of one array\n"
     "def base(name):\n"
-    "    for k in ('_big', '_ax0', '_ax1', '_ax2', '_ax3'):\n"
-    "        if name.endswith(k): return name[:-len(k)]\n"
+    "    for k in ('_s0', '_s1', '_s2', '_wide', '_bigh', '_big', '_ax0', '_ax1', '_ax2', '_ax3'):\n"
+    "        if name.endswith(k): name = name[:-len(k)]\n"
     "    return name\n"
     "def ops_of(ops): return ops.replace(',hist_dummy', '')\n"
     "if mode == 'gen':\n"
@@ -306,10 +321,14 @@ TEST(reduce_vs_numpy) {
     snprintf(text, sizeof text,
              "npy.read file=%s/%s block=%s ! reduce ops=%s axis=%s ! json.write file=%s/%s.json",
              dir, file, block, ops, axis, dir, name);
+    const char *cap = strstr(name, "_s");
+    sl__reduce_simd_cap(cap && cap[2] >= '0' && cap[2] <= '2' && !cap[3] ? cap[2] - '0'
+                                                                         : SL__RSIMD_AVX2);
     run_ok(text, 1 + (unsigned)(n % 3));
     n++;
   }
   free(list);
+  sl__reduce_simd_cap(SL__RSIMD_AVX2);
   ASSERT(n >= 20);
   snprintf(arg, sizeof arg, "check %s", dir);
   ASSERT_EQ(python(script, arg), 0);
