@@ -147,6 +147,10 @@ struct sl_block {
   size_t size;     /* bytes the caller asked for */
   struct sl_block *phys_prev, *phys_next; /* address order, same segment */
   struct sl_block *free_prev, *free_next; /* bin list (or node cache) */
+  /* A foreign block (sl_block_wrap): arena and seg are NULL, and this runs
+   * at the last release. */
+  void (*drop)(void *ctx, void *data, size_t size);
+  void *drop_ctx;
 };
 
 struct sl_arena {
@@ -867,6 +871,11 @@ void sl_block_release(sl_block *b) {
    * allocation reuses) the memory. (A release decrement plus an acquire
    * fence would do, but ThreadSanitizer does not model fences.) */
   if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1) return;
+  if (!b->arena) { /* foreign */
+    if (b->drop) b->drop(b->drop_ctx, b->data, b->size);
+    free(b);
+    return;
+  }
   sl_arena *a = b->arena;
   segment *s = b->seg, *gone = NULL;
   /* Read now: once unlocked, a regular segment may be freed by another
@@ -884,9 +893,26 @@ void *sl_block_data(const sl_block *b) { return b ? b->data : NULL; }
 
 size_t sl_block_size(const sl_block *b) { return b ? b->size : 0; }
 
+sl_block *sl_block_wrap(void *data, size_t size,
+                        void (*drop)(void *ctx, void *data, size_t size), void *ctx) {
+  sl_block *b = calloc(1, sizeof *b);
+  if (!b) return NULL;
+  atomic_init(&b->refs, 1);
+  b->data = data;
+  b->size = size;
+  b->drop = drop;
+  b->drop_ctx = ctx;
+  return b;
+}
+
 sl_block_ref sl_block_get_ref(const sl_block *b) {
   sl_block_ref r = {0, 0, 0, 0};
   if (!b) return r;
+  if (!b->seg) { /* foreign: in no segment */
+    r.segment = UINT32_MAX;
+    r.size = b->size;
+    return r;
+  }
   r.segment = b->seg->id;
   r.offset = b->offset;
   r.size = b->size;

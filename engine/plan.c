@@ -30,6 +30,10 @@ uint64_t sl__queue_bytes(const sl_run_options *opt) {
   return opt && opt->queue_bytes ? opt->queue_bytes : SL__DEFAULT_QUEUE_BYTES;
 }
 
+unsigned sl__queue_min_items(sl_pipeline *p, size_t consumer, unsigned threads) {
+  return sl__stage_workers(p->stages[consumer], threads);
+}
+
 /* Bytes per output item of stage i, following SAME kinds upstream; 0 when
  * unknown. */
 static uint64_t out_item_bytes(sl_pipeline *p, size_t i) {
@@ -44,10 +48,13 @@ static uint64_t out_item_bytes(sl_pipeline *p, size_t i) {
 static uint64_t min64(uint64_t a, uint64_t b) { return a < b ? a : b; }
 
 /* Bytes a queue can hold: its item capacity, or its byte limit plus the
- * one item that may cross it. */
+ * one item that may cross it, or its minimum of `least` items (one per
+ * consumer worker) if that is more. */
 static uint64_t queue_bound(const sl_stage *st, const sl_run_options *opt,
-                            uint64_t ib) {
-  return min64((uint64_t)sl__stage_queue(st, opt) * ib, sl__queue_bytes(opt) + ib);
+                            uint64_t ib, unsigned least) {
+  uint64_t by_bytes = sl__queue_bytes(opt) + ib;
+  if ((uint64_t)least * ib > by_bytes) by_bytes = (uint64_t)least * ib;
+  return min64((uint64_t)sl__stage_queue(st, opt) * ib, by_bytes);
 }
 
 /* Bytes stage i holds in hand besides its queues: a source's unflushed
@@ -60,7 +67,7 @@ static uint64_t in_hand(sl_pipeline *p, size_t i, unsigned workers,
     return min64(SL__BATCH_MAX * ib, SL__BATCH_BYTES + ib);
   uint64_t in_ib = out_item_bytes(p, i - 1);
   if (st->def->exec == SL_EXEC_IO) return (uint64_t)(3 * workers + 8) * in_ib;
-  return queue_bound(p->stages[i - 1], opt, in_ib);
+  return queue_bound(p->stages[i - 1], opt, in_ib, workers);
 }
 
 int sl_pipeline_plan(sl_pipeline *p, const sl_run_options *opt, FILE *out) {
@@ -93,7 +100,7 @@ int sl_pipeline_plan(sl_pipeline *p, const sl_run_options *opt, FILE *out) {
     if (last) continue;
     uint64_t ib = out_item_bytes(p, i);
     if (!ib && st->out_kind != SL_KIND_NONE) known = false;
-    queued += queue_bound(st, opt, ib);
+    queued += queue_bound(st, opt, ib, sl__queue_min_items(p, i + 1, threads));
     hand += in_hand(p, i, w, opt, ib);
   }
   uint64_t hard = 2 * budget, bound = known && queued + hand < hard ? queued + hand : hard;

@@ -18,9 +18,11 @@
  *   - popped counts every element ever handed to a consumer; it is the pop
  *     ticket of the next element popped.
  *   - with a byte limit, `bytes` is the sum of weigh() over queued elements;
- *     the queue counts as full when bytes >= byte_limit and len > 0 (an
- *     empty queue always takes one element, however heavy, so progress is
- *     never blocked by a single large item).
+ *     the queue counts as full when bytes >= byte_limit and len >= min_items
+ *     (>= 1): a queue holding fewer than min_items elements takes one more,
+ *     however heavy, so progress is never blocked by a single large item,
+ *     and a consumer with min_items workers can always find work for all
+ *     of them (a batch of one huge item would run on one core).
  *   - once closed, nothing is ever pushed again. Once abandoned (implies
  *     closed), consumers get nothing more: the abandoning thread owns and
  *     disposes whatever is left.
@@ -46,6 +48,7 @@ struct sl_queue {
   /* Optional byte limit: weigh(elem) bytes are counted while queued. */
   size_t (*weigh)(const void *elem);
   uint64_t byte_limit, bytes;
+  size_t min_items; /* >= 1 */
 };
 
 /* For tests only (declared in tests/test_queue.c, not in any header):
@@ -64,6 +67,7 @@ int sl_queue_create(sl_queue **out, size_t capacity) {
     return SL_ENOMEM;
   }
   q->cap = capacity;
+  q->min_items = 1;
   sl__mutex_init(&q->lock);
   sl__cond_init(&q->not_full);
   sl__cond_init(&q->not_empty);
@@ -87,7 +91,7 @@ static size_t room_for(const sl_queue *q, void *const *src, size_t n) {
   if (!q->weigh || !q->byte_limit) return k;
   uint64_t bytes = q->bytes;
   size_t len = q->len, i = 0;
-  while (i < k && (len == 0 || bytes < q->byte_limit)) {
+  while (i < k && (len < q->min_items || bytes < q->byte_limit)) {
     bytes += q->weigh(src[i++]);
     len++;
   }
@@ -96,7 +100,8 @@ static size_t room_for(const sl_queue *q, void *const *src, size_t n) {
 
 static bool is_full(const sl_queue *q) {
   return q->len == q->cap ||
-         (q->weigh && q->byte_limit && q->len > 0 && q->bytes >= q->byte_limit);
+         (q->weigh && q->byte_limit && q->len >= q->min_items &&
+          q->bytes >= q->byte_limit);
 }
 
 void sl_queue_set_byte_limit(sl_queue *q, uint64_t limit,
@@ -107,6 +112,13 @@ void sl_queue_set_byte_limit(sl_queue *q, uint64_t limit,
     q->bytes += weigh(q->ring[(q->head + i) % q->cap]);
   q->weigh = weigh;
   q->byte_limit = weigh ? limit : 0;
+  if (q->waiting_producers) sl__cond_broadcast(&q->not_full);
+  sl__mutex_unlock(&q->lock);
+}
+
+void sl_queue_set_min_items(sl_queue *q, size_t n) {
+  sl__mutex_lock(&q->lock);
+  q->min_items = n ? n : 1;
   if (q->waiting_producers) sl__cond_broadcast(&q->not_full);
   sl__mutex_unlock(&q->lock);
 }

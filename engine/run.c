@@ -519,6 +519,7 @@ static int build_stage(sl_run *r, size_t i) {
     int rc = sl_queue_create(&rt->out, sl__stage_queue(rt->st, &r->opt));
     if (rc < 0) return rc;
     sl_queue_set_byte_limit(rt->out, sl__queue_bytes(&r->opt), item_weight);
+    sl_queue_set_min_items(rt->out, sl__queue_min_items(r->p, i + 1, r->threads));
   }
   if (i > 0) rt->in = r->rt[i - 1].out;
   if (rt->def->exec == SL_EXEC_IO && rt->nworkers > 1 &&

@@ -175,5 +175,7 @@ int sl__bottleneck(sl_run *r, double wall_s);
 unsigned sl__stage_workers(const sl_stage *st, unsigned threads);
 size_t sl__stage_queue(const sl_stage *st, const sl_run_options *opt);
 uint64_t sl__queue_bytes(const sl_run_options *opt);
+/* Elements the queue into stage `consumer` always accepts: its workers. */
+unsigned sl__queue_min_items(sl_pipeline *p, size_t consumer, unsigned threads);
 
 #endif

@@ -13,15 +13,28 @@
  * (a full chunk, unfiltered, native order and type) the output is a view of
  * the input block: no copy.
  *
+ * MAPPED chunks are first mapped from the file (mmap, private, pages
+ * populated up front), then decoded as RAW; when the view case applies the
+ * output is a view of the mapping itself (a foreign block that unmaps at
+ * its last release), so unfiltered data goes from the page cache to the
+ * next stage with no copy. The file is opened by name (h5.file) and must
+ * be the one h5.read opened (same device and inode) and still hold the
+ * chunk; each worker keeps its last file open.
+ *
  * The input is checked before use (it is BYTES, which anything could
  * produce): magic, mode, rank, dtypes, shapes within extents, sizes.
  * Per-worker scratch buffers; no shared state, so no locks.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <libdeflate.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "h5_internal.h"
 #include "io_internal.h"
@@ -32,6 +45,8 @@ typedef struct dec_local {
   struct libdeflate_decompressor *z;
   unsigned char *buf[2];
   size_t cap[2];
+  int fd; /* MAPPED: the last file mapped from, -1 if none */
+  uint64_t dev, ino;
 } dec_local;
 
 #define MAX_BYTES (UINT64_C(1) << 33)
@@ -58,8 +73,13 @@ static const char *header_problem(const sl_payload *pl, const sl__h5_chunk *h,
   if (pl->size < SL__H5_HDR_SIZE || h->magic != SL__H5_MAGIC)
     return "not an h5.read chunk (h5.decode must follow h5.read)";
   if (h->data_size != pl->size - SL__H5_HDR_SIZE) return "chunk size mismatch";
-  if (h->mode < SL__H5_RAW || h->mode > SL__H5_ERROR) return "unknown chunk mode";
+  if (h->mode < SL__H5_RAW || h->mode > SL__H5_MAPPED) return "unknown chunk mode";
   if (h->mode == SL__H5_ERROR) return NULL;
+  bool raw = h->mode == SL__H5_RAW || h->mode == SL__H5_MAPPED;
+  if (h->mode == SL__H5_MAPPED &&
+      (h->data_size != 0 || h->stored_size > MAX_BYTES ||
+       h->file_offset > (uint64_t)INT64_MAX - h->stored_size))
+    return "bad mapped chunk";
   const sl_array_desc *a = &h->array;
   if (a->ndim > SL_MAX_DIMS || h->nfilters > SL__H5_MAX_FILTERS) return "bad rank";
   if (!dtype_ok(h->src) || !dtype_ok(h->out) || a->dtype != h->out) return "bad dtype";
@@ -67,13 +87,12 @@ static const char *header_problem(const sl_payload *pl, const sl__h5_chunk *h,
   for (uint32_t d = 0; d < a->ndim; d++) {
     if (a->origin[d] > a->whole[d] || a->shape[d] > a->whole[d] - a->origin[d])
       return "chunk outside the dataset";
-    if (h->mode == SL__H5_RAW &&
-        (h->chunk[d] == 0 || a->shape[d] > h->chunk[d] || h->chunk[d] > MAX_BYTES))
+    if (raw && (h->chunk[d] == 0 || a->shape[d] > h->chunk[d] || h->chunk[d] > MAX_BYTES))
       return "bad chunk shape";
     if (a->shape[d] > MAX_BYTES || (n && a->shape[d] && n > MAX_BYTES / a->shape[d]))
       return "chunk too large";
     n *= a->shape[d];
-    if (h->mode == SL__H5_RAW) {
+    if (raw) {
       if (c > MAX_BYTES / h->chunk[d]) return "chunk too large";
       c *= h->chunk[d];
     }
@@ -283,6 +302,79 @@ static int view_out(const sl_item *in, const sl__h5_chunk *h, sl_item **out) {
   return 0;
 }
 
+/* ---------------------------------------------------------------------- */
+/* mapped chunks                                                           */
+
+static void unmap_block(void *ctx, void *data, size_t size) {
+  (void)ctx;
+  munmap(data, size);
+}
+
+/* Maps the stored bytes of MAPPED chunk h: *base and *len describe the
+ * mapping, *data its first byte. */
+static int map_chunk(dec_local *L, const sl_item *in, const sl__h5_chunk *h,
+                     void **base, size_t *len, const unsigned char **data) {
+  char eb[128];
+  if (L->fd < 0 || L->dev != h->file_dev || L->ino != h->file_ino) {
+    const char *f = sl_item_meta_get(in, "h5.file");
+    if (!f) return derr(L, "no h5.file metadata (h5.decode must follow h5.read)");
+    if (L->fd >= 0) close(L->fd);
+    L->fd = open(f, O_RDONLY | O_CLOEXEC);
+    if (L->fd < 0)
+      return derr(L, "cannot open the file again to map the chunk: %s",
+                  sl__io_strerror(errno, eb, sizeof eb));
+    struct stat st;
+    if (fstat(L->fd, &st) < 0 || (uint64_t)st.st_dev != h->file_dev ||
+        (uint64_t)st.st_ino != h->file_ino) {
+      close(L->fd);
+      L->fd = -1;
+      return derr(L, "the file was replaced while it was being read");
+    }
+    L->dev = h->file_dev;
+    L->ino = h->file_ino;
+  }
+  struct stat st;
+  uint64_t end = h->file_offset + h->stored_size;
+  if (fstat(L->fd, &st) < 0 || (uint64_t)st.st_size < end)
+    return derr(L, "the file shrank while it was being read (the chunk ends at "
+                "byte %" PRIu64 ")", end);
+  long pg = sysconf(_SC_PAGESIZE);
+  uint64_t page = pg > 0 ? (uint64_t)pg : 4096;
+  uint64_t start = h->file_offset / page * page;
+  *len = (size_t)(end - start);
+  if (*len == 0) *len = 1;
+  /* Private and writable: a later stage may write to its input without
+   * touching the file; pages are shared with the page cache until then. */
+  void *m = mmap(NULL, *len, PROT_READ | PROT_WRITE, MAP_PRIVATE, L->fd, (off_t)start);
+  if (m == MAP_FAILED)
+    return derr(L, "cannot map %" PRIu64 " bytes of the file: %s", h->stored_size,
+                sl__io_strerror(errno, eb, sizeof eb));
+#ifdef MADV_POPULATE_READ
+  madvise(m, *len, MADV_POPULATE_READ); /* one call instead of a fault per 64 KiB */
+#endif
+  *base = m;
+  *data = (const unsigned char *)m + (h->file_offset - start);
+  return 0;
+}
+
+/* The output is a view of the mapping: it becomes the item's block. */
+static int map_view_out(const sl_item *in, const sl__h5_chunk *h, void **base,
+                        size_t len, const unsigned char *data, sl_item **out) {
+  sl_item *it = sl_item_derive(in);
+  if (!it) return SL_ENOMEM;
+  sl_block *b = sl_block_wrap(*base, len, unmap_block, NULL);
+  if (!b) {
+    sl_item_destroy(it);
+    return SL_ENOMEM;
+  }
+  *base = NULL; /* the block owns the mapping now */
+  sl_item_set_block(it, SL_KIND_ARRAY, b, (size_t)(data - (const unsigned char *)sl_block_data(b)),
+                    (size_t)h->stored_size);
+  set_desc(it, h);
+  *out = it;
+  return 0;
+}
+
 static bool native_big(void) {
   const uint16_t one = 1;
   unsigned char b;
@@ -303,16 +395,32 @@ static int decode(sl_worker *w, dec_local *L, const sl_item *in,
     full &= h->chunk[d] == h->array.shape[d];
   }
   size_t len = (size_t)h->data_size;
-  if (h->mode == SL__H5_RAW) {
-    int rc = unfilter(L, h, chunk_elems * ss, &data, &len);
-    if (rc < 0) return rc;
-    if (full && !swap && h->out == h->src && data == (const unsigned char *)h + SL__H5_HDR_SIZE)
-      return view_out(in, h, out);
+  void *map = NULL;
+  size_t map_len = 0;
+  int rc = 0;
+  if (h->mode == SL__H5_MAPPED) {
+    if ((rc = map_chunk(L, in, h, &map, &map_len, &data)) < 0) return rc;
+    len = (size_t)h->stored_size;
+  }
+  if (h->mode == SL__H5_RAW || h->mode == SL__H5_MAPPED) {
+    const unsigned char *stored = data;
+    rc = unfilter(L, h, chunk_elems * ss, &data, &len);
+    if (rc == 0 && full && !swap && h->out == h->src && data == stored) {
+      if (!map) return view_out(in, h, out);
+      if ((uintptr_t)data % ss == 0) { /* else copied below, aligned */
+        rc = map_view_out(in, h, &map, map_len, data, out);
+        if (map) munmap(map, map_len);
+        return rc;
+      }
+    }
   }
   unsigned char *dst = NULL;
-  int rc = alloc_out(w, in, n * ds, out, &dst);
-  if (rc < 0) return rc;
-  if (h->mode == SL__H5_RAW) {
+  if (rc == 0) rc = alloc_out(w, in, n * ds, out, &dst);
+  if (rc < 0) {
+    if (map) munmap(map, map_len);
+    return rc;
+  }
+  if (h->mode == SL__H5_RAW || h->mode == SL__H5_MAPPED) {
     rc = clip_convert(L, h, dst, data, swap);
   } else if (h->mode == SL__H5_PLAIN) {
     if (sl__h5_convert(dst, h->out, data, h->src, false, (size_t)n, &bad))
@@ -322,6 +430,7 @@ static int decode(sl_worker *w, dec_local *L, const sl_item *in,
       rc = convert_error(L, h, 0);
     for (uint64_t i = 1; rc == 0 && i < n; i++) memcpy(dst + i * ds, dst, ds);
   }
+  if (map) munmap(map, map_len);
   if (rc < 0) {
     sl_item_destroy(*out);
     *out = NULL;
@@ -364,6 +473,7 @@ static int dec_open(sl_worker *w, void **local) {
     free(L);
     return SL_ENOMEM;
   }
+  L->fd = -1;
   *local = L;
   return 0;
 }
@@ -372,6 +482,7 @@ static void dec_close(sl_worker *w) {
   dec_local *L = sl_worker_local(w);
   if (!L) return;
   libdeflate_free_decompressor(L->z);
+  if (L->fd >= 0) close(L->fd);
   free(L->buf[0]);
   free(L->buf[1]);
   free(L);

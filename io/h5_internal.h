@@ -21,6 +21,13 @@
  *   ERROR  reading this item failed; data is the message (NUL-terminated).
  *          h5.decode fails the item with it, so one bad chunk is one failed
  *          item and the others go on.
+ *   MAPPED a RAW chunk left in the file: no data, but where it is (file
+ *          offset and stored size, in the file h5.file names, which must
+ *          still be the file of file_dev/file_ino). h5.decode maps those
+ *          bytes (mmap, private) and decodes them as RAW; an unfiltered
+ *          chunk in native order then reaches the next stage as a view of
+ *          the file's page cache: no copy at all. h5.read sends these when
+ *          it knows the chunks' addresses (h5_read.c says when).
  */
 #ifndef SLUICE_H5_INTERNAL_H
 #define SLUICE_H5_INTERNAL_H
@@ -48,7 +55,8 @@ const char *sl__h5_error_text(char *buf, size_t len, const char *fallback);
 #define SL__H5_MAX_FILTERS 8
 #define SL__H5_HDR_SIZE 512
 
-enum { SL__H5_RAW = 1, SL__H5_FILL = 2, SL__H5_PLAIN = 3, SL__H5_ERROR = 4 };
+enum { SL__H5_RAW = 1, SL__H5_FILL = 2, SL__H5_PLAIN = 3, SL__H5_ERROR = 4,
+       SL__H5_MAPPED = 5 };
 
 typedef struct sl__h5_chunk {
   uint32_t magic, mode;
@@ -61,6 +69,9 @@ typedef struct sl__h5_chunk {
   uint64_t chunk[SL_MAX_DIMS]; /* RAW: the full chunk shape as stored */
   sl_array_desc array;   /* shape (clipped), origin, whole; dtype = out */
   uint64_t data_size;    /* bytes after the header */
+  /* MAPPED: where the stored chunk is, and which file it is in */
+  uint64_t file_offset, stored_size;
+  uint64_t file_dev, file_ino, file_size;
 } sl__h5_chunk;
 
 _Static_assert(sizeof(sl__h5_chunk) <= SL__H5_HDR_SIZE, "header too big");

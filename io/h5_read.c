@@ -12,7 +12,18 @@
  * overflow-checked in 64 bits, a stored chunk must be no larger than its
  * decoded size allows and than the file itself.
  *
- * Two ways to read a tile (see h5_internal.h for the item format):
+ * Three ways to read a tile (see h5_internal.h for the item format):
+ *  - MAPPED: RAW chunks (below) whose place in the file is known: the item
+ *    says where they are and h5.decode maps them, on all cores, with no
+ *    copy. Known when the file is a plain local file (HDF5's sec2 driver)
+ *    and its chunk index can be listed cheaply: libhdf5 1.10 has no walk
+ *    over a chunk index, only H5Dget_chunk_info(i), which itself walks the
+ *    index up to i, so listing n chunks costs n^2/2 steps (about 10 ns
+ *    each). Listing happens when that stays under about 2% of the time to
+ *    read the data: chunks of at least 256 KiB, at most one chunk per
+ *    2500 bytes of a chunk and at most 8192 (16 MiB chunks: up to 6710,
+ *    listed in about 0.2 s against about 20 s of reading). mmap=false
+ *    turns it off (e.g. on network file systems).
  *  - RAW: chunked datasets whose filters are only deflate, shuffle and
  *    fletcher32 (or none) and whose type is a plain integer or IEEE float:
  *    H5Dget_chunk_storage_size + H5Dread_chunk copy the stored bytes, and
@@ -48,7 +59,18 @@ typedef struct rd_params {
   const char *dataset;
   int dtype; /* index into SL__H5_DTYPE_CHOICES */
   uint64_t block;
+  bool mmap;
 } rd_params;
+
+/* A stored chunk: its tile index (row-major) and where it is. */
+typedef struct chunk_addr {
+  uint64_t tile, addr, size;
+  uint32_t mask;
+} chunk_addr;
+
+#define MAP_MIN_CHUNK (UINT64_C(256) << 10)
+#define MAP_MAX_CHUNKS 8192
+#define MAP_BYTES_PER_CHUNK 2500 /* see the top of the file */
 
 typedef struct rd_shared {
   sl_dtype out; /* NONE: native */
@@ -71,6 +93,9 @@ typedef struct reader {
   uint64_t at[SL_MAX_DIMS]; /* current tile coordinates */
   uint64_t tile_bytes;      /* RAW: decoded bytes of a full chunk */
   uint64_t total, seq;
+  chunk_addr *addrs; /* MAPPED: every stored chunk, by tile; else NULL */
+  size_t naddrs;
+  uint64_t file_dev, file_ino;
   unsigned failed_in_row; /* ERROR items since the last good one */
   char tile_text[SL_MAX_DIMS * 21 + 1];
   bool started, done;
@@ -419,6 +444,61 @@ static int input_dir(reader *R) {
   return 0;
 }
 
+static int by_tile(const void *a, const void *b) {
+  const chunk_addr *x = a, *y = b;
+  return x->tile < y->tile ? -1 : x->tile > y->tile;
+}
+
+/* Under the lock: lists the stored chunks' addresses into R->addrs when
+ * that is cheap (see the top of the file). Anything unexpected leaves
+ * R->addrs NULL: the chunks are then read by H5Dread_chunk. */
+static void index_chunks(reader *R) {
+  if (!R->p->mmap || !R->raw || R->empty || R->tile_bytes < MAP_MIN_CHUNK) return;
+  hid_t fapl = H5Fget_access_plist(R->fid), sid = -1;
+  bool sec2 = fapl >= 0 && H5Pget_driver(fapl) == H5FD_SEC2;
+  if (fapl >= 0) H5Pclose(fapl);
+  void *handle = NULL;
+  struct stat st;
+  if (!sec2 || H5Fget_vfd_handle(R->fid, H5P_DEFAULT, &handle) < 0 || !handle ||
+      fstat(*(int *)handle, &st) < 0 || !S_ISREG(st.st_mode))
+    goto out;
+  R->file_dev = (uint64_t)st.st_dev;
+  R->file_ino = (uint64_t)st.st_ino;
+  R->file_size = (uint64_t)st.st_size;
+  hsize_t n = 0;
+  uint64_t limit = R->tile_bytes / MAP_BYTES_PER_CHUNK;
+  if (limit > MAP_MAX_CHUNKS) limit = MAP_MAX_CHUNKS;
+  if ((sid = H5Dget_space(R->did)) < 0 || H5Dget_num_chunks(R->did, sid, &n) < 0 ||
+      n > limit || n > R->total)
+    goto out;
+  chunk_addr *a = calloc(n ? n : 1, sizeof *a);
+  if (!a) goto out;
+  for (hsize_t i = 0; i < n; i++) {
+    hsize_t off[H5S_MAX_RANK];
+    haddr_t addr = 0;
+    hsize_t size = 0;
+    unsigned mask = 0;
+    if (H5Dget_chunk_info(R->did, sid, i, off, &mask, &addr, &size) < 0) goto bad;
+    uint64_t t = 0;
+    for (uint32_t d = 0; d < R->ndim; d++) {
+      if (off[d] % R->tile[d] || off[d] >= R->dims[d]) goto bad;
+      t = t * R->grid[d] + off[d] / R->tile[d];
+    }
+    a[i] = (chunk_addr){t, (uint64_t)addr, (uint64_t)size, mask};
+  }
+  qsort(a, n, sizeof *a, by_tile);
+  for (hsize_t i = 1; i < n; i++)
+    if (a[i].tile == a[i - 1].tile) goto bad;
+  R->addrs = a;
+  R->naddrs = (size_t)n;
+  goto out;
+bad:
+  free(a);
+out:
+  if (sid >= 0) H5Sclose(sid);
+  H5Eclear2(H5E_DEFAULT);
+}
+
 static int start(reader *R) {
   int rc = input_dir(R);
   if (rc < 0) return rc;
@@ -426,6 +506,7 @@ static int start(reader *R) {
   rc = open_file(R);
   if (rc == 0) rc = open_dataset(R);
   if (rc == 0) rc = inspect(R);
+  if (rc == 0) index_chunks(R);
   sl__h5_unlock();
   if (rc < 0) return rc;
   if (R->out == SL_DT_NONE) R->out = R->src;
@@ -514,6 +595,46 @@ static void origin_of(reader *R, hsize_t *o) {
   for (uint32_t d = 0; d < R->ndim; d++) o[d] = R->at[d] * R->tile[d];
 }
 
+/* An unwritten chunk: its fill value. */
+static int fill_item(reader *R, sl_item **out) {
+  sl__h5_chunk *h;
+  int rc = new_item(R, SL__H5_FILL, sl_dtype_size(R->src), out, &h);
+  if (rc == 0) memcpy((char *)h + SL__H5_HDR_SIZE, R->fill, sl_dtype_size(R->src));
+  return rc;
+}
+
+/* Largest stored size a chunk may have: its decoded size, plus what
+ * deflate may add to incompressible data when filtered. */
+static uint64_t max_stored(const reader *R) {
+  return R->nfilters ? R->tile_bytes + R->tile_bytes / 8 + 4096 : R->tile_bytes;
+}
+
+/* The current tile from R->addrs: MAPPED, or FILL when never written. */
+static int mapped_item(reader *R, sl_item **out) {
+  chunk_addr key = {R->seq, 0, 0, 0};
+  const chunk_addr *c = bsearch(&key, R->addrs, R->naddrs, sizeof key, by_tile);
+  if (!c || c->size == 0) return fill_item(R, out);
+  sl__h5_chunk *h;
+  int rc = new_item(R, SL__H5_MAPPED, 0, out, &h);
+  if (rc < 0) return rc;
+  if (c->size > max_stored(R) || c->addr > R->file_size ||
+      c->size > R->file_size - c->addr) {
+    char msg[800];
+    snprintf(msg, sizeof msg, "chunk at %s: stored chunk of %" PRIu64 " bytes at "
+             "offset %" PRIu64 " is larger than its %" PRIu64 " decoded bytes allow "
+             "or lies outside the %" PRIu64 "-byte file: corrupt chunk index",
+             (*out)->name, c->size, c->addr, R->tile_bytes, R->file_size);
+    return error_item(R, msg, out);
+  }
+  h->file_offset = c->addr;
+  h->stored_size = c->size;
+  h->filter_mask = c->mask;
+  h->file_dev = R->file_dev;
+  h->file_ino = R->file_ino;
+  h->file_size = R->file_size;
+  return 0;
+}
+
 /* A stored chunk (RAW) or an unwritten one (FILL). */
 static int raw_item(reader *R, sl_item **out) {
   hsize_t off[H5S_MAX_RANK];
@@ -536,12 +657,8 @@ static int raw_item(reader *R, sl_item **out) {
   if (e < 0) return fail(R, "its chunk index is corrupt: %s", eb);
   sl__h5_chunk *h;
   int rc;
-  if (e >= 0 && size == 0) {
-    rc = new_item(R, SL__H5_FILL, sl_dtype_size(R->src), out, &h);
-    if (rc == 0) memcpy((char *)h + SL__H5_HDR_SIZE, R->fill, sl_dtype_size(R->src));
-    return rc;
-  }
-  uint64_t max = R->nfilters ? R->tile_bytes + R->tile_bytes / 8 + 4096 : R->tile_bytes;
+  if (e >= 0 && size == 0) return fill_item(R, out);
+  uint64_t max = max_stored(R);
   if (e >= 0 && (size > max || (R->file_size && size > R->file_size))) {
     snprintf(eb, sizeof eb, "stored chunk of %" PRIu64 " bytes is larger than "
              "its %" PRIu64 " decoded bytes allow (or than the file): corrupt "
@@ -644,7 +761,8 @@ static int rd_produce(sl_worker *w, sl_item **out) {
   while (!R->done && R->seq < R->total && !sl_worker_owns(w, R->seq)) advance(R);
   if (R->done || R->seq >= R->total) return SL_DONE;
   unsigned before = R->failed_in_row;
-  int rc = R->raw && !R->empty ? raw_item(R, out) : plain_item(R, out);
+  int rc = R->addrs ? mapped_item(R, out)
+           : R->raw && !R->empty ? raw_item(R, out) : plain_item(R, out);
   if (rc == 0 && R->failed_in_row == before) R->failed_in_row = 0;
   if (rc < 0) {
     R->done = true;
@@ -666,6 +784,7 @@ static void rd_close(sl_worker *w) {
     H5Eclear2(H5E_DEFAULT);
     sl__h5_unlock();
   }
+  free(R->addrs);
   free(R);
 }
 
@@ -714,6 +833,10 @@ static const sl_param_def rd_params_table[] = {
     {"block", SL_PARAM_SIZE, offsetof(rd_params, block), "16MiB", 4096,
      1073741824.0, NULL, "bytes per item for datasets that are not chunked "
      "(whole rows along the first axis)"},
+    {"mmap", SL_PARAM_BOOL, offsetof(rd_params, mmap), "true", 0, 0, NULL,
+     "map stored chunks of 256 KiB or more straight from the file (no copy; "
+     "the file must not be truncated while it is read); false: copy them "
+     "through libhdf5"},
     SL_PARAM_END,
 };
 

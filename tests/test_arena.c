@@ -886,6 +886,67 @@ TEST(stress_cancel_while_waiting) {
   }
 }
 
+/* ---- foreign blocks (sl_block_wrap) ----------------------------------- */
+
+typedef struct drop_log {
+  atomic_int calls;
+  void *data;
+  size_t size;
+} drop_log;
+
+static void drop_cb(void *ctx, void *data, size_t size) {
+  drop_log *l = ctx;
+  l->data = data;
+  l->size = size;
+  atomic_fetch_add(&l->calls, 1);
+}
+
+typedef struct holder {
+  sl_block *b;
+  unsigned seed;
+} holder;
+
+/* Each thread takes and drops references in a random rhythm, then drops
+ * the one it was given. */
+static void *hold_main(void *arg) {
+  holder *h = arg;
+  for (int i = 0; i < 2000; i++) {
+    sl_block *r = sl_block_retain(h->b);
+    ASSERT(sl_block_data(r) == sl_block_data(h->b));
+    if (rand_r(&h->seed) % 64 == 0) sched_yield();
+    sl_block_release(r);
+  }
+  sl_block_release(h->b);
+  return NULL;
+}
+
+TEST(stress_foreign_block_dropped_once) {
+  for (unsigned round = 0; round < 50; round++) {
+    static char mem[4096];
+    drop_log log = {0, NULL, 0};
+    sl_block *b = sl_block_wrap(mem + round, 100 + round, drop_cb, &log);
+    ASSERT(b);
+    ASSERT(sl_block_data(b) == mem + round);
+    ASSERT_EQ(sl_block_size(b), 100 + round);
+    ASSERT_EQ(sl_block_get_ref(b).segment, UINT32_MAX);
+    unsigned nt = 1 + round % 4;
+    holder h[4];
+    pthread_t t[4];
+    for (unsigned i = 0; i < nt; i++) h[i] = (holder){sl_block_retain(b), round * 7 + i};
+    sl_block_release(b); /* the threads now hold the only references */
+    for (unsigned i = 0; i < nt; i++) ASSERT_EQ(pthread_create(&t[i], NULL, hold_main, &h[i]), 0);
+    for (unsigned i = 0; i < nt; i++) ASSERT_EQ(pthread_join(t[i], NULL), 0);
+    ASSERT_EQ(atomic_load(&log.calls), 1);
+    ASSERT(log.data == mem + round);
+    ASSERT_EQ(log.size, 100 + round);
+  }
+  /* No drop callback: releasing only frees the descriptor. */
+  static char one;
+  sl_block *b = sl_block_wrap(&one, 1, NULL, NULL);
+  ASSERT(b);
+  sl_block_release(b);
+}
+
 static const sl_test_case cases[] = {
     SL_CASE(create_defaults, "unit"),
     SL_CASE(basic_alloc_write_release, "unit"),
@@ -910,5 +971,7 @@ static const sl_test_case cases[] = {
     SL_CASE(stress_churn, "stress"),
     SL_CASE(stress_churn_overdraft, "stress"),
     SL_CASE(stress_cancel_while_waiting, "stress"),
+    SL_CASE(stress_foreign_block_dropped_once, "stress"),
 };
 SL_TEST_MAIN(cases)
+

@@ -104,7 +104,8 @@ static struct capture {
   sl_run *run;         /* cancel after cancel_after items (0: never) */
   uint64_t cancel_after;
   bool bad;            /* an item disagreed with the first one */
-} cap = {PTHREAD_MUTEX_INITIALIZER, 0, NULL, 0, 0, 0, {0}, 0, 0, 0, NULL, 0, 0};
+  uint64_t foreign;    /* items whose block is not the arena's (mapped) */
+} cap = {PTHREAD_MUTEX_INITIALIZER, 0, NULL, 0, 0, 0, {0}, 0, 0, 0, NULL, 0, 0, 0};
 
 static void cap_reset(bool assemble) {
   free(cap.buf);
@@ -117,6 +118,7 @@ static void cap_reset(bool assemble) {
   cap.run = NULL;
   cap.cancel_after = 0;
   cap.bad = false;
+  cap.foreign = 0;
 }
 
 static void cap_place(const sl_array_desc *a, const unsigned char *data) {
@@ -162,6 +164,7 @@ static int cap_process(sl_worker *w, sl_item *in, sl_item **out) {
   for (uint32_t d = 0; d < a->ndim; d++) n *= a->shape[d];
   if (cap.assemble && n) cap_place(a, in->payload.data);
   cap.items++;
+  cap.foreign += sl_block_get_ref(in->payload.block).segment == UINT32_MAX;
   cap.elements += n;
   if (a->ndim && a->origin[0] > cap.last_origin0) cap.last_origin0 = a->origin[0];
   if (cap.cancel_after && cap.items == cap.cancel_after) sl_run_cancel(cap.run);
@@ -450,6 +453,214 @@ TEST(roundtrip_read_write) {
   python(code);
   free(code);
   ASSERT_EQ(dir_count(dir), 4); /* src, out, out2, out3: no temporaries left */
+  rm_tree(dir);
+}
+
+/* ====================================================================== */
+/* unit: chunks mapped from the file                                       */
+
+/* Chunks of 256 KiB and more are mapped, not copied: values must be those
+ * numpy wrote, whatever path a chunk takes from the mapping (a view for
+ * whole native unfiltered chunks; edge chunks clipped, big-endian swapped,
+ * gzip/shuffle/fletcher32 decoded, dtype= converted; unwritten chunks
+ * filled), and the same with mmap=false. */
+TEST(mapped_chunks) {
+  char *dir = make_tmpdir();
+  char *code = tf_asprintf(
+      "import h5py, numpy as np\n"
+      "with h5py.File('%s/m.h5','w') as f:\n"
+      "  # sparse first: its chunks then lie at 8-byte aligned offsets (after gz's\n"
+      "  # odd-sized chunks they might not, and unaligned chunks are copied)\n"
+      "  d = f.create_dataset('sparse', (1024,1024), dtype='<f8', chunks=(256,1024), fillvalue=-7)\n"
+      "  d[0:256] = np.arange(256*1024).reshape(256,1024)\n"
+      "  d[768:1024] = 1.25\n"
+      "  f.create_dataset('le', data=np.arange(300*4096, dtype='<f8').reshape(300,4096) * 0.5,\n"
+      "                   chunks=(64,4096))\n"
+      "  f.create_dataset('be', data=(np.arange(200*3000) %% 100000 - 50000).astype('>i4').reshape(200,3000),\n"
+      "                   chunks=(128,1024))\n"
+      "  f.create_dataset('gz', data=np.sin(np.arange(512*1024, dtype='f4')).reshape(512,1024),\n"
+      "                   chunks=(256,1024), compression='gzip', shuffle=True, fletcher32=True)\n",
+      dir);
+  python(code);
+  free(code);
+  char *file = tf_asprintf("%s/m.h5", dir);
+  struct { const char *ds, *extra; uint64_t items, views; } cases[] = {
+      {"/le", "", 5, 4},              /* the 44-row edge chunk is clipped */
+      {"/le", "dtype=float32", 5, 0}, /* converted */
+      {"/be", "", 6, 0},              /* swapped, edge chunks clipped */
+      {"/gz", "", 2, 0},
+      {"/sparse", "", 4, 2},          /* two chunks never written */
+  };
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    unsigned char *got[2] = {NULL, NULL};
+    size_t size = 0;
+    for (int m = 0; m < 2; m++) {
+      char *extra = tf_asprintf("%s mmap=%s", cases[c].extra, m ? "false" : "true");
+      outcome o = read_ds(file, cases[c].ds, extra, true);
+      if (o.errors[0]) SL__FAIL("%s %s: %s", cases[c].ds, extra, o.errors);
+      if (cap.items != cases[c].items)
+        SL__FAIL("%s %s: %" PRIu64 " items", cases[c].ds, extra, cap.items);
+      if (cap.foreign != (m ? 0 : cases[c].views))
+        SL__FAIL("%s %s: %" PRIu64 " mapped views", cases[c].ds, extra, cap.foreign);
+      got[m] = cap.buf;
+      size = cap.buf_size;
+      cap.buf = NULL;
+      free(o.errors);
+      free(extra);
+    }
+    size_t at = 0;
+    if (!same_values(got[0], got[1], size / sl_dtype_size(cap.dtype), cap.dtype, &at))
+      SL__FAIL("%s: mmap=true and mmap=false differ at element %zu", cases[c].ds, at);
+    for (size_t i = 0; i < size / sl_dtype_size(cap.dtype); i++) {
+      double want, v;
+      if (strcmp(cases[c].ds, "/le") == 0) want = (double)i * 0.5;
+      else if (strcmp(cases[c].ds, "/be") == 0) want = (double)(i % 100000) - 50000;
+      else if (strcmp(cases[c].ds, "/gz") == 0) want = (double)sinf((float)i);
+      else want = i < 256 * 1024 ? (double)i : i >= 768 * 1024 ? 1.25 : -7;
+      switch (cap.dtype) {
+      case SL_DT_F64: memcpy(&v, got[0] + 8 * i, 8); break;
+      case SL_DT_F32: {
+        float f;
+        memcpy(&f, got[0] + 4 * i, 4);
+        v = f;
+        if (cases[c].extra[0]) want = (double)(float)want;
+        break;
+      }
+      case SL_DT_I32: {
+        int32_t k;
+        memcpy(&k, got[0] + 4 * i, 4);
+        v = k;
+        break;
+      }
+      default: SL__FAIL("dtype %d", (int)cap.dtype);
+      }
+      if (v != want && strcmp(cases[c].ds, "/gz") != 0)
+        SL__FAIL("%s element %zu: %g, want %g", cases[c].ds, i, v, want);
+    }
+    free(got[0]);
+    free(got[1]);
+  }
+  /* gz against numpy's own float32 sines (sinf may differ in the last bit). */
+  code = tf_asprintf(
+      "import h5py, numpy as np\n"
+      "x = h5py.File('%s/m.h5','r')['gz'][()]\n"
+      "assert np.array_equal(x, np.sin(np.arange(512*1024, dtype='f4')).reshape(512,1024))\n",
+      dir);
+  python(code);
+  free(code);
+  outcome o = read_ds(file, "/gz", "", true);
+  ASSERT_STREQ(o.errors, "");
+  free(o.errors);
+  unsigned char *mine = cap.buf;
+  cap.buf = NULL;
+  code = tf_asprintf(
+      "import numpy as np\n"
+      "np.sin(np.arange(512*1024, dtype='f4')).astype('<f4').tofile('%s/gz.raw')\n", dir);
+  python(code);
+  free(code);
+  char *raw = tf_asprintf("%s/gz.raw", dir);
+  size_t rl = 0;
+  char *want = read_file(raw, &rl);
+  ASSERT_EQ(rl, (size_t)512 * 1024 * 4);
+  ASSERT(memcmp(mine, want, rl) == 0);
+  free(want);
+  free(raw);
+  free(mine);
+  free(file);
+  rm_tree(dir);
+}
+
+/* A source of hand-made MAPPED chunk items over a plain file of doubles:
+ * h5.decode must check that the file is still the one h5.read opened and
+ * still holds the chunk. */
+typedef struct mapsrc {
+  const char *file;
+  uint64_t dev, ino, n;
+} mapsrc;
+static mapsrc msrc;
+
+static int msrc_produce(sl_worker *w, sl_item **out) {
+  if (msrc.n == 3) return SL_DONE;
+  sl_block *b = NULL;
+  ASSERT_OK(sl_worker_alloc(w, SL__H5_HDR_SIZE, &b));
+  sl__h5_chunk *h = sl_block_data(b);
+  memset(h, 0, SL__H5_HDR_SIZE);
+  h->magic = SL__H5_MAGIC;
+  h->mode = SL__H5_MAPPED;
+  h->src = h->out = SL_DT_F64;
+  h->chunk[0] = 64;
+  h->array = (sl_array_desc){.dtype = SL_DT_F64, .ndim = 1, .shape = {64}, .whole = {192}};
+  h->array.origin[0] = 64 * msrc.n;
+  h->file_offset = 512 * msrc.n;
+  h->stored_size = 512;
+  h->file_dev = msrc.dev;
+  h->file_ino = msrc.ino + (msrc.n == 1); /* item 1: another file */
+  char name[16];
+  snprintf(name, sizeof name, "c%" PRIu64, msrc.n);
+  sl_item *it = sl_item_create(msrc.n, name);
+  ASSERT(it);
+  sl_item_set_block(it, SL_KIND_BYTES, b, 0, SL__H5_HDR_SIZE);
+  ASSERT_OK(sl_item_meta_set(it, "h5.file", msrc.file));
+  msrc.n++;
+  *out = it;
+  return 0;
+}
+
+static const sl_stage_def msrc_def = {
+    .name = "test.mapsrc", .summary = "test source", .exec = SL_EXEC_IO,
+    .in_kind = SL_KIND_NONE, .out_kind = SL_KIND_BYTES, .flags = SL_STAGE_SOURCE,
+    .produce = msrc_produce};
+
+TEST(mapped_file_must_not_change) {
+  char *dir = make_tmpdir();
+  char *file = tf_asprintf("%s/d.bin", dir);
+  double v[128]; /* 2 chunks: the third lies past the end of the file */
+  for (int i = 0; i < 128; i++) v[i] = i;
+  int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  ASSERT(fd >= 0);
+  ASSERT_EQ(write(fd, v, sizeof v), (ssize_t)sizeof v);
+  close(fd);
+  struct stat st;
+  ASSERT_EQ(stat(file, &st), 0);
+  msrc = (mapsrc){file, (uint64_t)st.st_dev, (uint64_t)st.st_ino, 0};
+  cap_reset(false);
+  sl_registry *reg;
+  ASSERT_OK(sl_registry_create(&reg));
+  ASSERT_OK(sl_io_register_all(reg));
+  ASSERT_OK(sl_registry_add(reg, &capture_def));
+  ASSERT_OK(sl_registry_add(reg, &msrc_def));
+  sl_pipeline *p;
+  ASSERT_OK(sl_pipeline_create(&p, reg));
+  const char *text = "test.mapsrc ! h5.decode ! test.capture";
+  ASSERT_OK(sl_pipeline_parse(p, "t.pipe", text, strlen(text), NULL, 0));
+  sl_run_options opt;
+  sl_run_options_init(&opt);
+  opt.threads = 2;
+  opt.progress = SL_PROGRESS_OFF;
+  sl_run *run;
+  ASSERT_OK(sl_run_create(&run, p, &opt));
+  sl_run_execute(run);
+  ASSERT_EQ(sl_run_items_failed(run), 2);
+  ASSERT_EQ(cap.items, 1);
+  ASSERT_EQ(cap.foreign, 1);
+  char *all = NULL;
+  append(&all, "");
+  for (size_t i = 0; i < sl_run_failure_count(run); i++) {
+    const char *it, *stg, *msg;
+    ASSERT_OK(sl_run_failure(run, i, &it, &stg, &msg));
+    char *line = tf_asprintf("%s: %s\n", it, msg);
+    append(&all, line);
+    free(line);
+  }
+  ASSERT_CONTAINS(all, "c1: ");
+  ASSERT_CONTAINS(all, "the file was replaced while it was being read");
+  ASSERT_CONTAINS(all, "c2: ");
+  ASSERT_CONTAINS(all, "the file shrank while it was being read (the chunk ends at byte 1536)");
+  free(all);
+  sl_run_destroy(run);
+  sl_pipeline_destroy(p);
+  sl_registry_destroy(reg);
+  free(file);
   rm_tree(dir);
 }
 
@@ -815,6 +1026,8 @@ static const sl_test_case cases[] = {
     SL_CASE(security_links_and_storage, "unit"),
     SL_CASE(roundtrip_read_write, "unit"),
     SL_CASE(write_failure_leaves_nothing, "unit"),
+    SL_CASE(mapped_chunks, "unit"),
+    SL_CASE(mapped_file_must_not_change, "unit"),
     SL_CASE(write_tables, "unit"),
     SL_CASE(conformance_jhdf_a, "conformance"),
     SL_CASE(conformance_jhdf_b, "conformance"),

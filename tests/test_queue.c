@@ -114,6 +114,42 @@ TEST(queue_try_variants) {
   sl_queue_destroy(q, NULL);
 }
 
+/* Byte limit: elements weigh their id in bytes. */
+static size_t weigh_id(const void *e) { return (size_t)(uintptr_t)e; }
+
+TEST(queue_byte_limit_and_min_items) {
+  sl_queue *q;
+  void *e;
+  ASSERT_OK(sl_queue_create(&q, 16));
+  sl_queue_set_byte_limit(q, 100, weigh_id);
+  /* An empty queue takes one element however heavy; then it is full. */
+  ASSERT_OK(sl_queue_try_push(q, (void *)(uintptr_t)500));
+  ASSERT_EQ(sl_queue_try_push(q, (void *)(uintptr_t)1), SL_EAGAIN);
+  ASSERT_OK(sl_queue_try_pop(q, &e));
+  /* Under the limit it takes more, until the bytes reach it. */
+  ASSERT_OK(sl_queue_try_push(q, (void *)(uintptr_t)50));
+  ASSERT_OK(sl_queue_try_push(q, (void *)(uintptr_t)40));
+  ASSERT_OK(sl_queue_try_push(q, (void *)(uintptr_t)30));
+  ASSERT_EQ(sl_queue_try_push(q, (void *)(uintptr_t)1), SL_EAGAIN);
+  for (int i = 0; i < 3; i++) ASSERT_OK(sl_queue_try_pop(q, &e));
+  /* With a minimum of 3, three heavy ones go in, not a fourth. */
+  sl_queue_set_min_items(q, 3);
+  for (int i = 0; i < 3; i++) ASSERT_OK(sl_queue_try_push(q, (void *)(uintptr_t)500));
+  ASSERT_EQ(sl_queue_try_push(q, (void *)(uintptr_t)500), SL_EAGAIN);
+  ASSERT_OK(sl_queue_try_pop(q, &e));
+  ASSERT_OK(sl_queue_try_push(q, (void *)(uintptr_t)500));
+  /* A light element waits too once three are queued over the limit. */
+  ASSERT_EQ(sl_queue_try_push(q, (void *)(uintptr_t)1), SL_EAGAIN);
+  ASSERT_EQ(sl_queue_size(q), 3);
+  /* 0 means 1. */
+  sl_queue_set_min_items(q, 0);
+  for (int i = 0; i < 3; i++) ASSERT_OK(sl_queue_try_pop(q, &e));
+  ASSERT_OK(sl_queue_try_push(q, (void *)(uintptr_t)500));
+  ASSERT_EQ(sl_queue_try_push(q, (void *)(uintptr_t)1), SL_EAGAIN);
+  ASSERT_OK(sl_queue_try_pop(q, &e));
+  sl_queue_destroy(q, NULL);
+}
+
 TEST(queue_close_semantics) {
   sl_queue *q;
   void *e;
@@ -885,6 +921,7 @@ static const sl_test_case cases[] = {
     SL_CASE(queue_create_invalid, "unit"),
     SL_CASE(queue_fifo, "unit"),
     SL_CASE(queue_try_variants, "unit"),
+    SL_CASE(queue_byte_limit_and_min_items, "unit"),
     SL_CASE(queue_close_semantics, "unit"),
     SL_CASE(queue_abandon_disposes_once, "unit"),
     SL_CASE(queue_destroy_disposes_rest, "unit"),

@@ -595,6 +595,16 @@ SL_API sl_block *sl_block_retain(sl_block *b);
 SL_API void sl_block_release(sl_block *b);
 SL_API void *sl_block_data(const sl_block *b);
 SL_API size_t sl_block_size(const sl_block *b);
+/* A foreign block: `size` bytes at `data` that the arena does not own (a
+ * mapped region of an input file, say), reference counted like any block;
+ * `drop(ctx, data, size)` runs at the last release (NULL: nothing). It is
+ * not in the budget and not in a shared segment (sl_block_get_ref gives
+ * segment UINT32_MAX), so only this process can use it. @return the block
+ * with one reference, or NULL when out of memory. */
+SL_API sl_block *sl_block_wrap(void *data, size_t size,
+                               void (*drop)(void *ctx, void *data, size_t size),
+                               void *ctx);
+/* Where the block lives, for sl_block_map in another process. */
 SL_API sl_block_ref sl_block_get_ref(const sl_block *b);
 
 /* Maps the block `ref` from segment fd `fd` in any process (no copy).
@@ -648,6 +658,10 @@ SL_API int sl_queue_pop_many(sl_queue *q, void **elems, size_t max, size_t *n,
  * removes it. Call before the queue is shared, or at any time (thread-safe). */
 SL_API void sl_queue_set_byte_limit(sl_queue *q, uint64_t limit,
                                     size_t (*weigh)(const void *elem));
+/* With a byte limit: the queue accepts elements whatever their bytes while
+ * it holds fewer than n (default 1), so that n consumers can each have one
+ * (the engine sets n to the consuming stage's workers). Thread-safe. */
+SL_API void sl_queue_set_min_items(sl_queue *q, size_t n);
 /* No more pushes (they fail with SL_ECLOSED); pops drain what is left. */
 SL_API void sl_queue_close(sl_queue *q);
 /* Close and drop: remaining elements go to dispose now, every waiter wakes. */
