@@ -11,6 +11,13 @@
  * the inside of the item. Tokens are the only way to run CPU work, so the
  * number of runnable CPU threads never exceeds the budget.
  *
+ * A batch's outputs are all held until the batch ends, so a stage whose
+ * outputs are large pops fewer items at once: at most the byte limit of a
+ * queue (--queue-bytes) divided by the average output size seen so far,
+ * and never fewer than its workers (the first batch pops one per worker).
+ * Without this, small inputs with large outputs (h5.decode turning chunk
+ * addresses into 16 MiB arrays) would make one batch hold the whole input.
+ *
  * Worker slots: OpenMP thread number t of the batch team uses worker slot t,
  * opened lazily on first use; a slot is used by one thread at a time.
  */
@@ -59,19 +66,34 @@ static void run_batch(sl__rt *rt, sl_item **in, sl_item **out, size_t n,
     process_one(rt, (unsigned)omp_get_thread_num(), in[i], &out[i]);
 }
 
-/* Pushes the non-NULL outputs in order; destroys what cannot go on. */
-static void forward(sl__rt *rt, sl_item **out, size_t n) {
+/* Items to pop for the next batch, from the average output bytes per
+ * item (0: none seen yet). */
+static size_t batch_cap(sl__rt *rt, unsigned maxw, uint64_t avg_out) {
+  if (avg_out == 0) return maxw;
+  uint64_t cap = sl__queue_bytes(&rt->run->opt) / avg_out;
+  if (cap < maxw) cap = maxw;
+  return cap < SL__BATCH_MAX ? (size_t)cap : SL__BATCH_MAX;
+}
+
+/* Pushes the non-NULL outputs in order; destroys what cannot go on.
+ * @return the bytes of the outputs. */
+static uint64_t forward(sl__rt *rt, sl_item **out, size_t n) {
   size_t m = 0;
+  uint64_t bytes = 0;
   for (size_t i = 0; i < n; i++)
-    if (out[i]) out[m++] = out[i];
-  if (!m) return;
+    if (out[i]) {
+      bytes += out[i]->payload.size;
+      out[m++] = out[i];
+    }
+  if (!m) return 0;
   if (!rt->out) {
     for (size_t i = 0; i < m; i++) sl_item_destroy(out[i]);
-    return;
+    return bytes;
   }
   size_t pushed = 0;
   sl_queue_push_many(rt->out, (void *const *)out, m, &pushed);
   for (size_t i = pushed; i < m; i++) sl_item_destroy(out[i]);
+  return bytes;
 }
 
 void *sl__cpu_driver(void *arg) {
@@ -80,9 +102,10 @@ void *sl__cpu_driver(void *arg) {
   sl__thread_name(rt->def->name);
   unsigned maxw = rt->def->exec == SL_EXEC_SERIAL ? 1 : rt->nworkers;
   sl_item *in[SL__BATCH_MAX], *out[SL__BATCH_MAX];
+  uint64_t avg_out = 0; /* output bytes per input item, moving average */
   for (;;) {
     size_t n = 0;
-    if (sl_queue_pop_many(rt->in, (void **)in, SL__BATCH_MAX, &n, NULL) < 0)
+    if (sl_queue_pop_many(rt->in, (void **)in, batch_cap(rt, maxw, avg_out), &n, NULL) < 0)
       break;
     unsigned want = batch_threads(rt, n, maxw);
     int k = sl_cores_acquire(r->cores, want);
@@ -99,7 +122,8 @@ void *sl__cpu_driver(void *arg) {
       sl__worker_flush(&rt->workers[i]);
     update_average(rt, dt * (uint64_t)k, n);
     sl__cores_release_held(rt, (unsigned)k);
-    forward(rt, out, n);
+    uint64_t per = forward(rt, out, n) / n + 1;
+    avg_out = avg_out ? (avg_out + per) / 2 : per;
   }
   bool finish = !atomic_load(&r->stopping);
   for (unsigned i = 0; i < rt->nworkers; i++)
