@@ -647,9 +647,14 @@ static int alloc_regular(sl_arena *a, uint64_t units, sl_block **out,
     sl__cond_broadcast(&a->grow_cv);
     if (rc < 0) return rc;
     /* Nothing fitting means no empty segment exists (an empty one fits any
-     * regular request), so adding keeps spare <= MAX_SPARE. */
+     * regular request), so adding keeps spare <= MAX_SPARE. If space was
+     * freed meanwhile, the new segment (already paid for: populated) is
+     * kept as the spare when there is none: discarding it made a pipeline
+     * whose blocks fill exactly one segment create and drop 64 MiB each
+     * time it briefly needed one block more (29 times in a 64-chunk map). */
     if ((rc = chunk_take(a, units, out)) <= 0) {
-      *discard = s;
+      if (rc < 0 || a->spare >= MAX_SPARE || segment_add_regular(a, s) < 0)
+        *discard = s;
       return rc;
     }
     if ((rc = segment_add_regular(a, s)) < 0) {
