@@ -177,15 +177,21 @@ if want memory; then
   # Peak memory must not depend on the dataset's size: ROWS/4 rows vs ROWS.
   SMALL=$DATA/h5-$((ROWS / 4)).h5
   [ -e "$SMALL" ] || { "$PY" "$HERE/h5py_ref.py" make "$SMALL.tmp" $((ROWS / 4)) 8192 256; mv "$SMALL.tmp" "$SMALL"; }
+  # The peak of RUNS runs each: how many chunks are in flight at the peak
+  # varies from run to run (about 16 MiB a chunk), the bound does not.
   for f in "$SMALL" "$PLAIN"; do
-    "$SLUICE" run "$ROOT/pipelines/h5_stats.pipe" in="$f" dataset=x out="$TMP/m.json" \
-      --threads "$THREADS" --quiet --stats-json "$TMP/m.stats"
-    jq .peak_rss_bytes "$TMP/m.stats" >>"$TMP/rss"
+    : >"$TMP/rss1"
+    for ((r = 1; r <= RUNS; r++)); do
+      "$SLUICE" run "$ROOT/pipelines/h5_stats.pipe" in="$f" dataset=x out="$TMP/m.json" \
+        --threads "$THREADS" --quiet --stats-json "$TMP/m.stats"
+      jq .peak_rss_bytes "$TMP/m.stats" >>"$TMP/rss1"
+    done
+    sort -n "$TMP/rss1" | tail -1 >>"$TMP/rss"
   done
   a=$(sed -n 1p "$TMP/rss") b=$(sed -n 2p "$TMP/rss")
   ratio=$(calc "$b / $a")
   met=$(awk -v r="$ratio" 'BEGIN { print (r <= 1.2 && r >= 1 / 1.2) ? "met" : "**missed**" }')
-  out "Peak memory (h5_stats.pipe, --stats-json): $(fmt_bytes "$a") for $((ROWS / 4)) rows, $(fmt_bytes "$b") for $ROWS rows: ratio $(printf '%.2f' "$ratio") (within 20%: $met)."
+  out "Peak memory (h5_stats.pipe, --stats-json, highest of $RUNS runs): $(fmt_bytes "$a") for $((ROWS / 4)) rows, $(fmt_bytes "$b") for $ROWS rows: ratio $(printf '%.2f' "$ratio") (within 20%: $met)."
   out ""
 fi
 out "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
