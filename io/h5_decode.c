@@ -350,7 +350,16 @@ static int map_chunk(dec_local *L, const sl_item *in, const sl__h5_chunk *h,
     return derr(L, "cannot map %" PRIu64 " bytes of the file: %s", h->stored_size,
                 sl__io_strerror(errno, eb, sizeof eb));
 #ifdef MADV_POPULATE_READ
-  madvise(m, *len, MADV_POPULATE_READ); /* one call instead of a fault per 64 KiB */
+  /* One call instead of a fault per 64 KiB; and a file cut short since the
+   * fstat above fails here (EFAULT), as an error, where touching the
+   * missing pages later would raise SIGBUS. EINVAL: a kernel before 5.14. */
+  if (madvise(m, *len, MADV_POPULATE_READ) != 0 && errno != EINVAL) {
+    int e = errno;
+    munmap(m, *len);
+    return derr(L, "cannot read %" PRIu64 " bytes of the file at offset %" PRIu64
+                " (it shrank, or an I/O error): %s", h->stored_size, h->file_offset,
+                sl__io_strerror(e, eb, sizeof eb));
+  }
 #endif
   *base = m;
   *data = (const unsigned char *)m + (h->file_offset - start);
