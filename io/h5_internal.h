@@ -114,6 +114,30 @@ int sl__h5_guard_init(sl__h5_guard *g, const char *file);
  * @return the plist or a negative id. */
 int64_t sl__h5_guard_dapl(sl__h5_guard *g);
 
+/* ---- where stored chunks lie (h5_chunks.c) ---------------------------- */
+
+/* A stored chunk: its tile index (row-major over the chunk grid) and its
+ * place in the file. */
+typedef struct sl__h5_addr {
+  uint64_t tile, addr, size;
+  uint32_t mask; /* filters skipped on write */
+} sl__h5_addr;
+struct stat;
+/* Under the lock: every stored chunk of dataset `did` (ndim axes, extent
+ * dims, chunk shape tile, grid = chunks per axis, tile_bytes per chunk,
+ * total = chunks in the grid) sorted by tile, when listing is cheap (see
+ * h5_chunks.c). @return 0 with *out (caller frees) and *count, or -1:
+ * not listed (too costly, or anything unexpected). */
+int sl__h5_chunk_addrs(int64_t did, uint32_t ndim, const uint64_t *dims,
+                       const uint64_t *tile, const uint64_t *grid, uint64_t tile_bytes,
+                       uint64_t total, sl__h5_addr **out, size_t *count);
+/* The entry of `tile` in a list from sl__h5_chunk_addrs, or NULL. */
+const sl__h5_addr *sl__h5_addr_find(const sl__h5_addr *a, size_t n, uint64_t tile);
+/* Under the lock: the descriptor HDF5 reads file `fid` through, when it is
+ * a regular local file opened by the sec2 driver (owned by HDF5: do not
+ * close), with its fstat in *st; else -1. */
+int sl__h5_file_fd(int64_t fid, struct stat *st);
+
 /* ---- stage definitions ------------------------------------------------ */
 extern const sl_stage_def sl__stage_h5_decode; /* h5_decode.c */
 extern const sl_stage_def sl__stage_h5_read;   /* h5_read.c */

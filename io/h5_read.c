@@ -16,14 +16,8 @@
  *  - MAPPED: RAW chunks (below) whose place in the file is known: the item
  *    says where they are and h5.decode maps them, on all cores, with no
  *    copy. Known when the file is a plain local file (HDF5's sec2 driver)
- *    and its chunk index can be listed cheaply: libhdf5 1.10 has no walk
- *    over a chunk index, only H5Dget_chunk_info(i), which itself walks the
- *    index up to i, so listing n chunks costs n^2/2 steps (about 10 ns
- *    each). Listing happens when that stays under about 2% of the time to
- *    read the data: chunks of at least 256 KiB, at most one chunk per
- *    2500 bytes of a chunk and at most 8192 (16 MiB chunks: up to 6710,
- *    listed in about 0.2 s against about 20 s of reading). mmap=false
- *    turns it off (e.g. on network file systems).
+ *    and its chunk index can be listed cheaply (h5_chunks.c says when).
+ *    mmap=false turns it off (e.g. on network file systems).
  *  - RAW: chunked datasets whose filters are only deflate, shuffle and
  *    fletcher32 (or none) and whose type is a plain integer or IEEE float:
  *    H5Dget_chunk_storage_size + H5Dread_chunk copy the stored bytes, and
@@ -62,15 +56,6 @@ typedef struct rd_params {
   bool mmap;
 } rd_params;
 
-/* A stored chunk: its tile index (row-major) and where it is. */
-typedef struct chunk_addr {
-  uint64_t tile, addr, size;
-  uint32_t mask;
-} chunk_addr;
-
-#define MAP_MIN_CHUNK (UINT64_C(256) << 10)
-#define MAP_MAX_CHUNKS 8192
-#define MAP_BYTES_PER_CHUNK 2500 /* see the top of the file */
 
 typedef struct rd_shared {
   sl_dtype out; /* NONE: native */
@@ -93,7 +78,7 @@ typedef struct reader {
   uint64_t at[SL_MAX_DIMS]; /* current tile coordinates */
   uint64_t tile_bytes;      /* RAW: decoded bytes of a full chunk */
   uint64_t total, seq;
-  chunk_addr *addrs; /* MAPPED: every stored chunk, by tile; else NULL */
+  sl__h5_addr *addrs; /* MAPPED: every stored chunk, by tile; else NULL */
   size_t naddrs;
   uint64_t file_dev, file_ino;
   unsigned failed_in_row; /* ERROR items since the last good one */
@@ -444,59 +429,18 @@ static int input_dir(reader *R) {
   return 0;
 }
 
-static int by_tile(const void *a, const void *b) {
-  const chunk_addr *x = a, *y = b;
-  return x->tile < y->tile ? -1 : x->tile > y->tile;
-}
-
 /* Under the lock: lists the stored chunks' addresses into R->addrs when
- * that is cheap (see the top of the file). Anything unexpected leaves
- * R->addrs NULL: the chunks are then read by H5Dread_chunk. */
+ * that is cheap; else R->addrs stays NULL and chunks are read by
+ * H5Dread_chunk. */
 static void index_chunks(reader *R) {
-  if (!R->p->mmap || !R->raw || R->empty || R->tile_bytes < MAP_MIN_CHUNK) return;
-  hid_t fapl = H5Fget_access_plist(R->fid), sid = -1;
-  bool sec2 = fapl >= 0 && H5Pget_driver(fapl) == H5FD_SEC2;
-  if (fapl >= 0) H5Pclose(fapl);
-  void *handle = NULL;
+  if (!R->p->mmap || !R->raw || R->empty) return;
   struct stat st;
-  if (!sec2 || H5Fget_vfd_handle(R->fid, H5P_DEFAULT, &handle) < 0 || !handle ||
-      fstat(*(int *)handle, &st) < 0 || !S_ISREG(st.st_mode))
-    goto out;
+  if (sl__h5_file_fd(R->fid, &st) < 0) return;
   R->file_dev = (uint64_t)st.st_dev;
   R->file_ino = (uint64_t)st.st_ino;
   R->file_size = (uint64_t)st.st_size;
-  hsize_t n = 0;
-  uint64_t limit = R->tile_bytes / MAP_BYTES_PER_CHUNK;
-  if (limit > MAP_MAX_CHUNKS) limit = MAP_MAX_CHUNKS;
-  if ((sid = H5Dget_space(R->did)) < 0 || H5Dget_num_chunks(R->did, sid, &n) < 0 ||
-      n > limit || n > R->total)
-    goto out;
-  chunk_addr *a = calloc(n ? n : 1, sizeof *a);
-  if (!a) goto out;
-  for (hsize_t i = 0; i < n; i++) {
-    hsize_t off[H5S_MAX_RANK];
-    haddr_t addr = 0;
-    hsize_t size = 0;
-    unsigned mask = 0;
-    if (H5Dget_chunk_info(R->did, sid, i, off, &mask, &addr, &size) < 0) goto bad;
-    uint64_t t = 0;
-    for (uint32_t d = 0; d < R->ndim; d++) {
-      if (off[d] % R->tile[d] || off[d] >= R->dims[d]) goto bad;
-      t = t * R->grid[d] + off[d] / R->tile[d];
-    }
-    a[i] = (chunk_addr){t, (uint64_t)addr, (uint64_t)size, mask};
-  }
-  qsort(a, n, sizeof *a, by_tile);
-  for (hsize_t i = 1; i < n; i++)
-    if (a[i].tile == a[i - 1].tile) goto bad;
-  R->addrs = a;
-  R->naddrs = (size_t)n;
-  goto out;
-bad:
-  free(a);
-out:
-  if (sid >= 0) H5Sclose(sid);
-  H5Eclear2(H5E_DEFAULT);
+  sl__h5_chunk_addrs(R->did, R->ndim, R->dims, R->tile, R->grid, R->tile_bytes,
+                     R->total, &R->addrs, &R->naddrs);
 }
 
 static int start(reader *R) {
@@ -611,8 +555,7 @@ static uint64_t max_stored(const reader *R) {
 
 /* The current tile from R->addrs: MAPPED, or FILL when never written. */
 static int mapped_item(reader *R, sl_item **out) {
-  chunk_addr key = {R->seq, 0, 0, 0};
-  const chunk_addr *c = bsearch(&key, R->addrs, R->naddrs, sizeof key, by_tile);
+  const sl__h5_addr *c = sl__h5_addr_find(R->addrs, R->naddrs, R->seq);
   if (!c || c->size == 0) return fill_item(R, out);
   sl__h5_chunk *h;
   int rc = new_item(R, SL__H5_MAPPED, 0, out, &h);
