@@ -27,6 +27,9 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include <inttypes.h>
 #include <libdeflate.h>
 #include <stdarg.h>
@@ -154,12 +157,73 @@ static bool fletcher_ok(const unsigned char *p, size_t n) {
   return stored == f || stored == r;
 }
 
+#if defined(__SSE2__)
+/* Elements [0, 16k) of the shuffle of 2-, 4- or 8-byte elements, 16 at a
+ * time: byte j of element i is src[j * elems + i]. A byte transpose by
+ * unpacking: bytes of two planes interleave into pairs, pairs into
+ * quads, quads into eights (SSE2, every x86-64). @return elements done. */
+static size_t unshuffle_sse2(unsigned char *dst, const unsigned char *src,
+                             size_t elems, size_t es) {
+  size_t i = 0;
+  const unsigned char *p = src;
+  if (es == 2) {
+    for (; i + 16 <= elems; i += 16) {
+      __m128i a0 = _mm_loadu_si128((const __m128i *)(const void *)(p + i));
+      __m128i a1 = _mm_loadu_si128((const __m128i *)(const void *)(p + elems + i));
+      __m128i *o = (__m128i *)(void *)(dst + i * 2);
+      _mm_storeu_si128(o, _mm_unpacklo_epi8(a0, a1));
+      _mm_storeu_si128(o + 1, _mm_unpackhi_epi8(a0, a1));
+    }
+  } else if (es == 4) {
+    for (; i + 16 <= elems; i += 16) {
+      __m128i a[4], b[4];
+      for (int j = 0; j < 4; j++)
+        a[j] = _mm_loadu_si128((const __m128i *)(const void *)(p + j * elems + i));
+      b[0] = _mm_unpacklo_epi8(a[0], a[1]);
+      b[1] = _mm_unpackhi_epi8(a[0], a[1]);
+      b[2] = _mm_unpacklo_epi8(a[2], a[3]);
+      b[3] = _mm_unpackhi_epi8(a[2], a[3]);
+      __m128i *o = (__m128i *)(void *)(dst + i * 4);
+      _mm_storeu_si128(o, _mm_unpacklo_epi16(b[0], b[2]));
+      _mm_storeu_si128(o + 1, _mm_unpackhi_epi16(b[0], b[2]));
+      _mm_storeu_si128(o + 2, _mm_unpacklo_epi16(b[1], b[3]));
+      _mm_storeu_si128(o + 3, _mm_unpackhi_epi16(b[1], b[3]));
+    }
+  } else if (es == 8) {
+    for (; i + 16 <= elems; i += 16) {
+      __m128i a[8], b[8], c[8];
+      for (int j = 0; j < 8; j++)
+        a[j] = _mm_loadu_si128((const __m128i *)(const void *)(p + j * elems + i));
+      for (int j = 0; j < 8; j += 2) { /* bytes j, j+1 of elements 0-7, 8-15 */
+        b[j] = _mm_unpacklo_epi8(a[j], a[j + 1]);
+        b[j + 1] = _mm_unpackhi_epi8(a[j], a[j + 1]);
+      }
+      for (int j = 0; j < 8; j += 4) { /* bytes j..j+3 of elements 0-3, ... */
+        c[j] = _mm_unpacklo_epi16(b[j], b[j + 2]);
+        c[j + 1] = _mm_unpackhi_epi16(b[j], b[j + 2]);
+        c[j + 2] = _mm_unpacklo_epi16(b[j + 1], b[j + 3]);
+        c[j + 3] = _mm_unpackhi_epi16(b[j + 1], b[j + 3]);
+      }
+      __m128i *o = (__m128i *)(void *)(dst + i * 8);
+      for (int q = 0; q < 4; q++) { /* whole elements: 2 per register */
+        _mm_storeu_si128(o + 2 * q, _mm_unpacklo_epi32(c[q], c[q + 4]));
+        _mm_storeu_si128(o + 2 * q + 1, _mm_unpackhi_epi32(c[q], c[q + 4]));
+      }
+    }
+  }
+  return i;
+}
+#endif
+
 static void unshuffle(unsigned char *dst, const unsigned char *src, size_t n,
                       size_t es) {
-  size_t elems = n / es;
+  size_t elems = n / es, i0 = 0;
+#if defined(__SSE2__)
+  i0 = unshuffle_sse2(dst, src, elems, es);
+#endif
   for (size_t j = 0; j < es; j++) {
     const unsigned char *s = src + j * elems;
-    for (size_t i = 0; i < elems; i++) dst[i * es + j] = s[i];
+    for (size_t i = i0; i < elems; i++) dst[i * es + j] = s[i];
   }
   memcpy(dst + elems * es, src + elems * es, n - elems * es); /* leftovers */
 }

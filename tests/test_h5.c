@@ -664,6 +664,40 @@ TEST(mapped_file_must_not_change) {
   rm_tree(dir);
 }
 
+/* Shuffled chunks of 1-, 2-, 4- and 8-byte elements, with chunk lengths
+ * that are and are not multiples of 16 (the SIMD unshuffle's step). */
+TEST(shuffled_widths) {
+  char *dir = make_tmpdir();
+  char *code = tf_asprintf(
+      "import h5py, numpy as np\n"
+      "with h5py.File('%s/s.h5','w') as f:\n"
+      "  for t in ('i1', '<i2', '>i2', '<f4', '<f8', '>i8'):\n"
+      "    for c in (37, 256):\n"
+      "      x = ((np.arange(1000) * 7919) %% 251 - 125).astype(t)\n"
+      "      f.create_dataset('%%s_%%d' %% (t.strip('<>') + ('be' if t[0] == '>' else ''), c),\n"
+      "                       data=x, chunks=(c,), shuffle=True)\n",
+      dir);
+  python(code);
+  free(code);
+  char *file = tf_asprintf("%s/s.h5", dir);
+  const char *names[] = {"i1", "i2", "i2be", "f4", "f8", "i8be"};
+  for (size_t k = 0; k < 6; k++)
+    for (int c = 0; c < 2; c++) {
+      char ds[32];
+      snprintf(ds, sizeof ds, "/%s_%d", names[k], c ? 256 : 37);
+      outcome o = read_ds(file, ds, "dtype=float64", true);
+      if (o.errors[0]) SL__FAIL("%s: %s", ds, o.errors);
+      for (int i = 0; i < 1000; i++) {
+        double v;
+        memcpy(&v, cap.buf + 8 * i, 8);
+        if (v != (double)((i * 7919) % 251 - 125)) SL__FAIL("%s element %d: %g", ds, i, v);
+      }
+      free(o.errors);
+    }
+  free(file);
+  rm_tree(dir);
+}
+
 TEST(write_failure_leaves_nothing) {
   char *dir = make_tmpdir();
   char *src = shared_dir("generated/corrupt_gzip_chunk.h5");
@@ -1027,6 +1061,7 @@ static const sl_test_case cases[] = {
     SL_CASE(roundtrip_read_write, "unit"),
     SL_CASE(write_failure_leaves_nothing, "unit"),
     SL_CASE(mapped_chunks, "unit"),
+    SL_CASE(shuffled_widths, "unit"),
     SL_CASE(mapped_file_must_not_change, "unit"),
     SL_CASE(write_tables, "unit"),
     SL_CASE(conformance_jhdf_a, "conformance"),
