@@ -228,14 +228,29 @@ static void unshuffle(unsigned char *dst, const unsigned char *src, size_t n,
   memcpy(dst + elems * es, src + elems * es, n - elems * es); /* leftovers */
 }
 
-/* Undoes the filters of a RAW chunk. *data and *n give the result (the
- * input itself when no filter applied, else a scratch buffer). */
-static int unfilter(dec_local *L, const sl__h5_chunk *h,
-                    uint64_t want, const unsigned char **data, size_t *n) {
+/* The index of the filter undone last when it writes a new buffer
+ * (deflate, shuffle), or -1: no filter applies, or the last one undone is
+ * fletcher32 (a checksum written before the other filters is still on the
+ * writer's output, 4 bytes past the chunk). */
+static int last_writer(const sl__h5_chunk *h) {
+  for (int i = 0; i < (int)h->nfilters; i++)
+    if (!(h->filter_mask & (1u << i))) return h->filters[i] == 3 ? -1 : i;
+  return -1;
+}
+
+/* Undoes the filters of a RAW chunk. *data and *n give the result: the
+ * input itself when no filter applied, else `final` when given (the
+ * output block: the last filter writes there, sparing a copy; it must hold
+ * `want` bytes), else a scratch buffer. */
+static int unfilter(dec_local *L, const sl__h5_chunk *h, uint64_t want,
+                    unsigned char *final, const unsigned char **data, size_t *n) {
   int cur = -1; /* scratch buffer holding *data, -1: the input */
+  int last = final ? last_writer(h) : -1;
   for (int i = (int)h->nfilters - 1; i >= 0; i--) {
     if (h->filter_mask & (1u << i)) continue;
     int next = cur == 0 ? 1 : 0;
+    unsigned char *to = NULL; /* the output block, for the last writer */
+    if (i == last) to = final;
     switch (h->filters[i]) {
     case 3:
       if (*n < 4) return derr(L, "fletcher32: chunk shorter than its checksum");
@@ -245,14 +260,17 @@ static int unfilter(dec_local *L, const sl__h5_chunk *h,
                                    "(the chunk is corrupt)");
       continue;
     case 2:
-      if (grow(L, next, *n) < 0) return SL_ENOMEM;
-      unshuffle(L->buf[next], *data, *n, sl_dtype_size(h->src));
+      if (to && *n != want)
+        return derr(L, "decoded chunk has %zu bytes, expected %" PRIu64
+                    " (corrupt chunk)", *n, want);
+      if (!to && grow(L, next, *n) < 0) return SL_ENOMEM;
+      unshuffle(to ? to : L->buf[next], *data, *n, sl_dtype_size(h->src));
       break;
     case 1: {
-      size_t cap = (size_t)want + 64, got = 0;
-      if (grow(L, next, cap) < 0) return SL_ENOMEM;
+      size_t cap = to ? (size_t)want : (size_t)want + 64, got = 0;
+      if (!to && grow(L, next, cap) < 0) return SL_ENOMEM;
       enum libdeflate_result r = libdeflate_zlib_decompress(L->z, *data, *n,
-                                                            L->buf[next], cap, &got);
+                                                            to ? to : L->buf[next], cap, &got);
       if (r != LIBDEFLATE_SUCCESS)
         return derr(L, "deflate: %s (the chunk is corrupt)",
                                 r == LIBDEFLATE_INSUFFICIENT_SPACE
@@ -264,8 +282,8 @@ static int unfilter(dec_local *L, const sl__h5_chunk *h,
     default:
       return derr(L, "filter %u is not handled by h5.decode", h->filters[i]);
     }
-    *data = L->buf[next];
-    cur = next;
+    *data = to ? to : L->buf[next];
+    cur = to ? -1 : next;
   }
   if (*n != want)
     return derr(L, "decoded chunk has %zu bytes, expected %" PRIu64
@@ -475,9 +493,27 @@ static int decode(sl_worker *w, dec_local *L, const sl_item *in,
     if ((rc = map_chunk(L, in, h, &map, &map_len, &data)) < 0) return rc;
     len = (size_t)h->stored_size;
   }
-  if (h->mode == SL__H5_RAW || h->mode == SL__H5_MAPPED) {
+  bool raw = h->mode == SL__H5_RAW || h->mode == SL__H5_MAPPED;
+  unsigned char *dst = NULL;
+  /* A whole chunk that needs only its filters undone: the last filter
+   * writes straight into the output block. */
+  bool into = raw && full && !swap && h->out == h->src && last_writer(h) >= 0;
+  if (into && (rc = alloc_out(w, in, n * ds, out, &dst)) < 0) {
+    if (map) munmap(map, map_len);
+    return rc;
+  }
+  if (raw) {
     const unsigned char *stored = data;
-    rc = unfilter(L, h, chunk_elems * ss, &data, &len);
+    rc = unfilter(L, h, chunk_elems * ss, dst, &data, &len);
+    if (rc == 0 && into && data == dst) {
+      if (map) munmap(map, map_len);
+      set_desc(*out, h);
+      return 0;
+    }
+    if (rc < 0 && into) {
+      sl_item_destroy(*out);
+      *out = NULL;
+    }
     if (rc == 0 && full && !swap && h->out == h->src && data == stored) {
       if (!map) return view_out(in, h, out);
       if ((uintptr_t)data % ss == 0) { /* else copied below, aligned */
@@ -487,8 +523,7 @@ static int decode(sl_worker *w, dec_local *L, const sl_item *in,
       }
     }
   }
-  unsigned char *dst = NULL;
-  if (rc == 0) rc = alloc_out(w, in, n * ds, out, &dst);
+  if (rc == 0 && !dst) rc = alloc_out(w, in, n * ds, out, &dst);
   if (rc < 0) {
     if (map) munmap(map, map_len);
     return rc;
