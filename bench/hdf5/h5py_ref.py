@@ -2,7 +2,7 @@
 """bench/hdf5/h5py_ref.py -- the h5py + numpy side of bench/hdf5/run.sh,
 written the way a Python user would: chunk by chunk, so memory stays small.
 
-  h5py_ref.py make OUT.h5 ROWS COLS CHUNK_ROWS [gzip]   the input dataset "x"
+  h5py_ref.py make OUT.h5 ROWS COLS CHUNK_ROWS [gzip|gzip32]   the input "x"
   h5py_ref.py reduce IN.h5 OUT.json                     sum, mean, min, max and
                                                         a 100-bin histogram over
                                                         [min, max] (two passes)
@@ -23,7 +23,10 @@ def chunks(d):
         yield d[r:r + step]
 
 
-def make(path, rows, cols, crows, gzip):
+def make(path, rows, cols, crows, gzip, f32=False):
+    """f32: values rounded to float32 precision (stored as float64), as an
+    instrument's single-precision samples are: their low mantissa bytes are
+    zero, so shuffle + gzip compresses them far better."""
     rng = np.random.default_rng(20261122)
     kw = dict(compression="gzip", compression_opts=1, shuffle=True) if gzip else {}
     with h5py.File(path, "w") as f:
@@ -32,7 +35,10 @@ def make(path, rows, cols, crows, gzip):
         for r in range(0, rows, crows):
             # smooth field plus noise: compresses like measured data
             base = np.sin(np.arange(r, r + crows)[:, None] / 97.0) * 50.0
-            d[r:r + crows] = base + rng.normal(0.0, 1.0, (crows, cols)).round(3)
+            if f32:
+                d[r:r + crows] = (base + rng.normal(0.0, 1.0, (crows, cols))).astype(np.float32)
+            else:
+                d[r:r + crows] = base + rng.normal(0.0, 1.0, (crows, cols)).round(3)
 
 
 def reduce(path, out):
@@ -90,8 +96,9 @@ def checkmap(a, b):
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "make":
+        kind = sys.argv[6] if len(sys.argv) > 6 else ""
         make(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]),
-             len(sys.argv) > 6 and sys.argv[6] == "gzip")
+             kind.startswith("gzip"), kind == "gzip32")
     elif cmd == "reduce":
         reduce(sys.argv[2], sys.argv[3])
     elif cmd == "map":
