@@ -50,7 +50,7 @@ typedef struct kctx {
   double lo, hi, norm, step;
   bool need_sum, need_var, need_min, need_max;
   bool simd_bins;   /* step > 0, nbins < 2^31: hist_block bins in batches */
-  int32_t *bins;    /* BLK bin indices (scratch) */
+  int simd;         /* binning kernel level (SL__RSIMD_*), chosen per fold */
   uint64_t *sub;    /* SL__RSUB * (nbins + 1) counts, or NULL */
   uint64_t *counts; /* where the current run counts: sub or the cell's h */
   uint32_t stride;  /* counts between the copies in `counts` (0: one copy) */
@@ -93,9 +93,9 @@ static inline void hist_add(const kctx *k, uint64_t *h, double x) {
 
 /* ---- histogram bins, a block at a time -------------------------------- */
 
-/* Bin indices of v[0..m) into out[]: hist_add's arithmetic, branch-free, in
- * doubles (exact: indices are below 2^31); nbins for values outside
- * [lo, hi] and NaN. Requires k->simd_bins. */
+/* Bin indices of v[0..m) into out[]: hist_add's arithmetic as the SIMD
+ * kernels below do it, in doubles (exact: indices are below 2^31); nbins
+ * for values outside [lo, hi] and NaN. Requires k->simd_bins. */
 static void bins_scalar(const kctx *k, const double *v, size_t m, int32_t *out) {
   const double top = (double)k->nbins - 1;
   for (size_t j = 0; j < m; j++) {
@@ -179,12 +179,11 @@ static int simd_cap = SL__RSIMD_AVX2;
 void sl__reduce_simd_cap(int level) { __atomic_store_n(&simd_cap, level, __ATOMIC_RELAXED); }
 
 static int simd_level(void) {
-  int cap = __atomic_load_n(&simd_cap, __ATOMIC_RELAXED);
 #ifdef HAVE_X86
-  int cpu = simd_cpu();
+  int cap = __atomic_load_n(&simd_cap, __ATOMIC_RELAXED), cpu = simd_cpu();
   return cpu < cap ? cpu : cap;
 #else
-  return cap < SL__RSIMD_SCALAR ? cap : SL__RSIMD_SCALAR;
+  return SL__RSIMD_SCALAR;
 #endif
 }
 
@@ -194,12 +193,11 @@ static void hist_block(const kctx *k, uint64_t *h, const double *v, size_t m) {
     for (size_t j = 0; j < m; j++) hist_add(k, h, v[j]);
     return;
   }
-  int32_t *b = k->bins;
+  int32_t b[BLK];
   size_t j = 0;
 #ifdef HAVE_X86
-  int level = simd_level();
-  if (level == SL__RSIMD_AVX2) j = bins_avx2(k, v, m, b);
-  else if (level == SL__RSIMD_SSE2) j = bins_sse2(k, v, m, b);
+  if (k->simd == SL__RSIMD_AVX2) j = bins_avx2(k, v, m, b);
+  else if (k->simd == SL__RSIMD_SSE2) j = bins_sse2(k, v, m, b);
 #endif
   if (j < m) bins_scalar(k, v + j, m - j, b + j);
   uint64_t *c = k->counts;
@@ -423,7 +421,6 @@ void sl__rchunk_box(const sl_array_desc *a, int axis, uint32_t *ndim,
 
 void sl__rscratch_free(sl__rscratch *s) {
   free(s->buf);
-  free(s->bins);
   free(s->sub);
   memset(s, 0, sizeof *s);
 }
@@ -501,9 +498,7 @@ int sl__rchunk_fold(sl__rpart *p, const sl_array_desc *a, const void *data,
   kctx k;
   kctx_init(&k, p);
   if (k.simd_bins) {
-    if (!scratch->bins && !(scratch->bins = malloc(BLK * sizeof *scratch->bins)))
-      return SL_ENOMEM;
-    k.bins = scratch->bins;
+    k.simd = simd_level();
     size_t want = SL__RSUB * ((size_t)k.nbins + 1);
     if (k.nbins <= SUB_MAX_BINS && scratch->sub_cap < want) {
       free(scratch->sub);

@@ -138,7 +138,6 @@ int sl__reduce_table(sl_worker *w, const sl__rconf *cf, const sl__rpart *p,
 #define SL__RSUB 4 /* interleaved copies of a histogram (reduce_chunk.c) */
 typedef struct sl__rscratch {
   void *buf;      /* BLK elements loaded as class values */
-  int32_t *bins;  /* BLK histogram bin indices */
   uint64_t *sub;  /* SL__RSUB interleaved sub-histograms */
   size_t sub_cap; /* counts in sub */
 } sl__rscratch;
