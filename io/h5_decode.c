@@ -238,6 +238,11 @@ static int last_writer(const sl__h5_chunk *h) {
   return -1;
 }
 
+static int wrong_size(dec_local *L, size_t n, uint64_t want) {
+  return derr(L, "decoded chunk has %zu bytes, expected %" PRIu64 " (corrupt chunk)", n,
+              want);
+}
+
 /* Undoes the filters of a RAW chunk. *data and *n give the result: the
  * input itself when no filter applied, else `final` when given (the
  * output block: the last filter writes there, sparing a copy; it must hold
@@ -260,9 +265,7 @@ static int unfilter(dec_local *L, const sl__h5_chunk *h, uint64_t want,
                                    "(the chunk is corrupt)");
       continue;
     case 2:
-      if (to && *n != want)
-        return derr(L, "decoded chunk has %zu bytes, expected %" PRIu64
-                    " (corrupt chunk)", *n, want);
+      if (to && *n != want) return wrong_size(L, *n, want); /* `to` holds want */
       if (!to && grow(L, next, *n) < 0) return SL_ENOMEM;
       unshuffle(to ? to : L->buf[next], *data, *n, sl_dtype_size(h->src));
       break;
@@ -285,10 +288,7 @@ static int unfilter(dec_local *L, const sl__h5_chunk *h, uint64_t want,
     *data = to ? to : L->buf[next];
     cur = to ? -1 : next;
   }
-  if (*n != want)
-    return derr(L, "decoded chunk has %zu bytes, expected %" PRIu64
-                            " (corrupt chunk)", *n, want);
-  return 0;
+  return *n == want ? 0 : wrong_size(L, *n, want);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -505,14 +505,15 @@ static int decode(sl_worker *w, dec_local *L, const sl_item *in,
   if (raw) {
     const unsigned char *stored = data;
     rc = unfilter(L, h, chunk_elems * ss, dst, &data, &len);
-    if (rc == 0 && into && data == dst) {
+    if (into) { /* decoded into dst, or failed */
       if (map) munmap(map, map_len);
+      if (rc < 0) {
+        sl_item_destroy(*out);
+        *out = NULL;
+        return rc;
+      }
       set_desc(*out, h);
       return 0;
-    }
-    if (rc < 0 && into) {
-      sl_item_destroy(*out);
-      *out = NULL;
     }
     if (rc == 0 && full && !swap && h->out == h->src && data == stored) {
       if (!map) return view_out(in, h, out);
@@ -523,7 +524,7 @@ static int decode(sl_worker *w, dec_local *L, const sl_item *in,
       }
     }
   }
-  if (rc == 0 && !dst) rc = alloc_out(w, in, n * ds, out, &dst);
+  if (rc == 0) rc = alloc_out(w, in, n * ds, out, &dst);
   if (rc < 0) {
     if (map) munmap(map, map_len);
     return rc;

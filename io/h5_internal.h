@@ -71,7 +71,7 @@ typedef struct sl__h5_chunk {
   uint64_t data_size;    /* bytes after the header */
   /* MAPPED: where the stored chunk is, and which file it is in */
   uint64_t file_offset, stored_size;
-  uint64_t file_dev, file_ino, file_size;
+  uint64_t file_dev, file_ino;
 } sl__h5_chunk;
 
 _Static_assert(sizeof(sl__h5_chunk) <= SL__H5_HDR_SIZE, "header too big");

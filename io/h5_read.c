@@ -56,7 +56,6 @@ typedef struct rd_params {
   bool mmap;
 } rd_params;
 
-
 typedef struct rd_shared {
   sl_dtype out; /* NONE: native */
 } rd_shared;
@@ -574,7 +573,6 @@ static int mapped_item(reader *R, sl_item **out) {
   h->filter_mask = c->mask;
   h->file_dev = R->file_dev;
   h->file_ino = R->file_ino;
-  h->file_size = R->file_size;
   return 0;
 }
 
