@@ -47,6 +47,8 @@ static const char usage_text[] =
     "  --trace FILE       write a Chrome trace-event file (open in Perfetto)\n"
     "  --progress         always draw the progress bar (default: on a TTY)\n"
     "  --no-progress      never draw it\n"
+    "  --no-fuse          give every cpu stage its own queue and driver (default:\n"
+    "                     adjacent cpu stages run item by item on one thread)\n"
     "  --quiet            no end-of-run summary\n"
     "  -h, --help         this help\n"
     "\n"
@@ -139,6 +141,7 @@ static int parse_flag(cli *c, const char *a) {
   else if (strcmp(a, "--progress") == 0) c->opt.progress = SL_PROGRESS_ON;
   else if (strcmp(a, "--no-progress") == 0) c->opt.progress = SL_PROGRESS_OFF;
   else if (strcmp(a, "--quiet") == 0) c->quiet = true;
+  else if (strcmp(a, "--no-fuse") == 0) c->opt.no_fuse = true;
   else return usage_error("unknown option '%s'", a), -1;
   return 0;
 }

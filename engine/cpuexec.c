@@ -20,6 +20,16 @@
  *
  * Worker slots: OpenMP thread number t of the batch team uses worker slot t,
  * opened lazily on first use; a slot is used by one thread at a time.
+ *
+ * Fused chains (plan.c says which stages fuse): a cpu stage followed by
+ * other cpu stages with as many workers runs them too, item by item on the
+ * same thread and worker slot: stage i's output goes straight into stage
+ * i+1's process(), while it is still in that core's cache, and the queue
+ * between them stays empty. Only the head has a driver thread. The chain's
+ * outputs go to its last stage's queue; finish() runs stage by stage in
+ * chain order at the end. Only the chain's last stage may have finish(),
+ * since an earlier one's emitted items would bypass the stages after it.
+ * --no-fuse gives every stage its own driver again.
  */
 #include "run_internal.h"
 
@@ -55,15 +65,31 @@ static void update_average(sl__rt *rt, uint64_t busy_ns, size_t n) {
   atomic_store_explicit(&rt->avg_ns, avg, memory_order_relaxed);
 }
 
+/* One item through a fused chain (rt and the rt->fused stages after it),
+ * on one thread and worker slot; each stage's busy time is its own. */
+static void process_chain(sl__rt *rt, unsigned slot, sl_item *in, sl_item **out) {
+  if (!rt->fused) {
+    process_one(rt, slot, in, out);
+    return;
+  }
+  for (unsigned s = 0;; s++) {
+    uint64_t t0 = sl_now_ns();
+    process_one(&rt[s], slot, in, out);
+    rt[s].workers[slot].acc.busy_ns += sl_now_ns() - t0;
+    if (s == rt->fused || !*out) return;
+    in = *out;
+  }
+}
+
 static void run_batch(sl__rt *rt, sl_item **in, sl_item **out, size_t n,
                       unsigned k) {
   if (k <= 1 || n == 1) {
-    for (size_t i = 0; i < n; i++) process_one(rt, 0, in[i], &out[i]);
+    for (size_t i = 0; i < n; i++) process_chain(rt, 0, in[i], &out[i]);
     return;
   }
 #pragma omp parallel for num_threads(k) schedule(dynamic, 1)
   for (size_t i = 0; i < n; i++)
-    process_one(rt, (unsigned)omp_get_thread_num(), in[i], &out[i]);
+    process_chain(rt, (unsigned)omp_get_thread_num(), in[i], &out[i]);
 }
 
 /* Items to pop for the next batch, from the average output bytes per
@@ -86,6 +112,7 @@ static uint64_t forward(sl__rt *rt, sl_item **out, size_t n) {
       out[m++] = out[i];
     }
   if (!m) return 0;
+  rt += rt->fused; /* a fused chain's outputs are its last stage's */
   if (!rt->out) {
     for (size_t i = 0; i < m; i++) sl_item_destroy(out[i]);
     return bytes;
@@ -116,19 +143,25 @@ void *sl__cpu_driver(void *arg) {
     uint64_t t0 = sl_now_ns();
     run_batch(rt, in, out, n, (unsigned)k);
     uint64_t dt = sl_now_ns() - t0;
-    /* The batch kept its k threads busy for dt (the join waits for all). */
-    rt->workers[0].acc.busy_ns += dt * (uint64_t)k;
-    for (unsigned i = 0; i < (unsigned)k && i < rt->nworkers; i++)
-      sl__worker_flush(&rt->workers[i]);
+    /* The batch kept its k threads busy for dt (the join waits for all);
+     * a fused chain measured each stage's share per item instead. */
+    if (!rt->fused) rt->workers[0].acc.busy_ns += dt * (uint64_t)k;
+    for (unsigned s = 0; s <= rt->fused; s++)
+      for (unsigned i = 0; i < (unsigned)k && i < rt[s].nworkers; i++)
+        sl__worker_flush(&rt[s].workers[i]);
     update_average(rt, dt * (uint64_t)k, n);
     sl__cores_release_held(rt, (unsigned)k);
     uint64_t per = forward(rt, out, n) / n + 1;
     avg_out = avg_out ? (avg_out + per) / 2 : per;
   }
-  bool finish = !atomic_load(&r->stopping);
-  for (unsigned i = 0; i < rt->nworkers; i++)
-    sl__worker_finish_close(&rt->workers[i], finish);
-  sl__stage_worker_done(rt);
+  /* In chain order, so that what a stage's finish() emits finds the stages
+   * after it still open. */
+  for (unsigned s = 0; s <= rt->fused; s++) {
+    bool finish = !atomic_load(&r->stopping);
+    for (unsigned i = 0; i < rt[s].nworkers; i++)
+      sl__worker_finish_close(&rt[s].workers[i], finish);
+    sl__stage_worker_done(&rt[s]);
+  }
   return NULL;
 }
 

@@ -34,6 +34,23 @@ unsigned sl__queue_min_items(sl_pipeline *p, size_t consumer, unsigned threads) 
   return sl__stage_workers(p->stages[consumer], threads);
 }
 
+/* A cpu stage without finish() hands each output straight to the next cpu
+ * stage on the same thread when both have the same workers: no queue hop,
+ * and the item is still in that core's cache (cpuexec.c). A stage with
+ * finish() may emit items after its last input, which only its own driver
+ * could pass on, so it ends a fused chain. */
+static bool fusable(const sl_stage *st) {
+  return st->def->exec == SL_EXEC_CPU && !(st->def->flags & SL_STAGE_SOURCE);
+}
+
+bool sl__fuses_with_next(const sl_pipeline *p, size_t i, unsigned threads,
+                         const sl_run_options *opt) {
+  if ((opt && opt->no_fuse) || i + 1 >= p->n) return false;
+  const sl_stage *a = p->stages[i], *b = p->stages[i + 1];
+  return fusable(a) && fusable(b) && !a->def->finish &&
+         sl__stage_workers(a, threads) == sl__stage_workers(b, threads);
+}
+
 /* Bytes per output item of stage i, following SAME kinds upstream; 0 when
  * unknown. */
 static uint64_t out_item_bytes(sl_pipeline *p, size_t i) {
@@ -88,9 +105,10 @@ int sl_pipeline_plan(sl_pipeline *p, const sl_run_options *opt, FILE *out) {
   for (size_t i = 0; i < p->n; i++) {
     const sl_stage *st = p->stages[i];
     unsigned w = sl__stage_workers(st, threads);
-    bool last = i + 1 == p->n;
+    bool last = i + 1 == p->n, fused = sl__fuses_with_next(p, i, threads, opt);
     char q[24];
     if (last) snprintf(q, sizeof q, "-");
+    else if (fused) snprintf(q, sizeof q, "fused");
     else snprintf(q, sizeof q, "%zu", sl__stage_queue(st, opt));
     fprintf(out, "  %-3zu %-16s %-6s %-7u %-7s %-7s %-8s %s\n", i + 1,
             st->def->name, sl_exec_class_name(st->def->exec), w,
@@ -100,8 +118,11 @@ int sl_pipeline_plan(sl_pipeline *p, const sl_run_options *opt, FILE *out) {
     if (last) continue;
     uint64_t ib = out_item_bytes(p, i);
     if (!ib && st->out_kind != SL_KIND_NONE) known = false;
-    queued += queue_bound(st, opt, ib, sl__queue_min_items(p, i + 1, threads));
-    hand += in_hand(p, i, w, opt, ib);
+    if (i > 0 && sl__fuses_with_next(p, i - 1, threads, opt))
+      hand += (uint64_t)w * out_item_bytes(p, i - 1); /* one input per thread */
+    else
+      hand += in_hand(p, i, w, opt, ib);
+    if (!fused) queued += queue_bound(st, opt, ib, sl__queue_min_items(p, i + 1, threads));
   }
   uint64_t hard = 2 * budget, bound = known && queued + hand < hard ? queued + hand : hard;
   char b1[24], b2[24], b3[24], b4[24];

@@ -570,6 +570,13 @@ static int run_setup(sl_run *r) {
   for (size_t i = 0; i < r->n; i++) {
     rc = build_stage(r, i);
     if (rc < 0) return rc;
+    /* Fused chains: the head's driver runs the stages after it. */
+    if (i > 0 && i < r->active && sl__fuses_with_next(r->p, i - 1, r->threads, &r->opt)) {
+      size_t head = i - 1;
+      while (r->rt[head].fused_in) head--;
+      r->rt[head].fused++;
+      r->rt[i].fused_in = true;
+    }
     if (i < r->active && r->rt[i].def->exec == SL_EXEC_IO &&
         !(r->rt[i].def->flags & SL_STAGE_SOURCE))
       io_threads += r->rt[i].nworkers; /* pool threads for stages this rank runs */
@@ -640,7 +647,7 @@ static int start_stage(sl_run *r, sl__rt *rt) {
   } else if (rt->def->exec == SL_EXEC_IO) {
     for (unsigned k = 0; k < rt->nworkers && rc == 0; k++)
       rc = sl_pool_submit(r->pool, io_worker_main, &rt->workers[k]);
-  } else {
+  } else if (!rt->fused_in) {
     rc = -pthread_create(&rt->thread, NULL, sl__cpu_driver, rt);
     rt->has_thread = rc == 0;
   }

@@ -81,6 +81,8 @@ struct sl__rt {
   bool has_thread;
   uint64_t total;         /* sources: expected items */
   atomic_uint_fast64_t avg_ns; /* moving average of process() per item */
+  unsigned fused;         /* stages after this one its driver runs too */
+  bool fused_in;          /* run by an upstream stage's driver: no thread */
 };
 
 typedef struct sl__failure {
@@ -177,5 +179,8 @@ size_t sl__stage_queue(const sl_stage *st, const sl_run_options *opt);
 uint64_t sl__queue_bytes(const sl_run_options *opt);
 /* Elements the queue into stage `consumer` always accepts: its workers. */
 unsigned sl__queue_min_items(sl_pipeline *p, size_t consumer, unsigned threads);
+/* Whether stage i+1 runs inside stage i's batches (fused; see cpuexec.c). */
+bool sl__fuses_with_next(const sl_pipeline *p, size_t i, unsigned threads,
+                         const sl_run_options *opt);
 
 #endif

@@ -46,13 +46,15 @@ typedef struct dec_local {
   sl_worker *w;
   char prefix[700]; /* "FILE: dataset NAME: chunk [origin]: " for messages */
   struct libdeflate_decompressor *z;
-  unsigned char *buf[2];
-  size_t cap[2];
+  unsigned char *buf[3]; /* [0], [1]: filters; [2]: bytes read by pread */
+  size_t cap[3];
   int fd; /* MAPPED: the last file mapped from, -1 if none */
   uint64_t dev, ino;
 } dec_local;
 
 #define MAX_BYTES (UINT64_C(1) << 33)
+/* MAPPED chunks up to this size are read with pread, larger ones mapped. */
+#define READ_MAX (UINT64_C(1) << 20)
 
 /* A failure of the current item, prefixed with its file and dataset. */
 static int derr(dec_local *L, const char *fmt, ...) SL_PRINTF(2, 3);
@@ -392,10 +394,9 @@ static void unmap_block(void *ctx, void *data, size_t size) {
   munmap(data, size);
 }
 
-/* Maps the stored bytes of MAPPED chunk h: *base and *len describe the
- * mapping, *data its first byte. */
-static int map_chunk(dec_local *L, const sl_item *in, const sl__h5_chunk *h,
-                     void **base, size_t *len, const unsigned char **data) {
+/* Opens the file of MAPPED chunk h (kept open for the next chunks) and
+ * checks that it is the one h5.read listed and still holds the chunk. */
+static int chunk_file(dec_local *L, const sl_item *in, const sl__h5_chunk *h) {
   char eb[128];
   if (L->fd < 0 || L->dev != h->file_dev || L->ino != h->file_ino) {
     const char *f = sl_item_meta_get(in, "h5.file");
@@ -420,6 +421,39 @@ static int map_chunk(dec_local *L, const sl_item *in, const sl__h5_chunk *h,
   if (fstat(L->fd, &st) < 0 || (uint64_t)st.st_size < end)
     return derr(L, "the file shrank while it was being read (the chunk ends at "
                 "byte %" PRIu64 ")", end);
+  return 0;
+}
+
+/* Reads the stored bytes of MAPPED chunk h into dst (pread: for small
+ * ranges a copy costs less than a mapping's page-table work, and leaves
+ * the bytes in this core's cache). */
+static int read_chunk(dec_local *L, const sl_item *in, const sl__h5_chunk *h,
+                      unsigned char *dst) {
+  int rc = chunk_file(L, in, h);
+  if (rc < 0) return rc;
+  size_t done = 0, len = (size_t)h->stored_size;
+  while (done < len) {
+    ssize_t k = pread(L->fd, dst + done, len - done, (off_t)(h->file_offset + done));
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) {
+      char eb[128];
+      return derr(L, "cannot read %" PRIu64 " bytes of the file at offset %" PRIu64
+                  " (it shrank, or an I/O error): %s", h->stored_size, h->file_offset,
+                  k < 0 ? sl__io_strerror(errno, eb, sizeof eb) : "end of file");
+    }
+    done += (size_t)k;
+  }
+  return 0;
+}
+
+/* Maps the stored bytes of MAPPED chunk h: *base and *len describe the
+ * mapping, *data its first byte. */
+static int map_chunk(dec_local *L, const sl_item *in, const sl__h5_chunk *h,
+                     void **base, size_t *len, const unsigned char **data) {
+  char eb[128];
+  int rc = chunk_file(L, in, h);
+  if (rc < 0) return rc;
+  uint64_t end = h->file_offset + h->stored_size;
   long pg = sysconf(_SC_PAGESIZE);
   uint64_t page = pg > 0 ? (uint64_t)pg : 4096;
   uint64_t start = h->file_offset / page * page;
@@ -489,12 +523,28 @@ static int decode(sl_worker *w, dec_local *L, const sl_item *in,
   void *map = NULL;
   size_t map_len = 0;
   int rc = 0;
-  if (h->mode == SL__H5_MAPPED) {
+  unsigned char *dst = NULL;
+  if (h->mode == SL__H5_MAPPED && h->stored_size <= READ_MAX) {
+    len = (size_t)h->stored_size;
+    /* Whole, unfiltered and native: read straight into the output. */
+    if (full && !swap && h->out == h->src && h->nfilters == 0 && len == n * ds) {
+      if ((rc = alloc_out(w, in, n * ds, out, &dst)) < 0) return rc;
+      if ((rc = read_chunk(L, in, h, dst)) < 0) {
+        sl_item_destroy(*out);
+        *out = NULL;
+        return rc;
+      }
+      set_desc(*out, h);
+      return 0;
+    }
+    if ((rc = grow(L, 2, len)) < 0 || (rc = read_chunk(L, in, h, L->buf[2])) < 0)
+      return rc;
+    data = L->buf[2];
+  } else if (h->mode == SL__H5_MAPPED) {
     if ((rc = map_chunk(L, in, h, &map, &map_len, &data)) < 0) return rc;
     len = (size_t)h->stored_size;
   }
   bool raw = h->mode == SL__H5_RAW || h->mode == SL__H5_MAPPED;
-  unsigned char *dst = NULL;
   /* A whole chunk that needs only its filters undone: the last filter
    * writes straight into the output block. */
   bool into = raw && full && !swap && h->out == h->src && last_writer(h) >= 0;
@@ -516,8 +566,8 @@ static int decode(sl_worker *w, dec_local *L, const sl_item *in,
       return 0;
     }
     if (rc == 0 && full && !swap && h->out == h->src && data == stored) {
-      if (!map) return view_out(in, h, out);
-      if ((uintptr_t)data % ss == 0) { /* else copied below, aligned */
+      if (h->mode == SL__H5_RAW) return view_out(in, h, out);
+      if (map && (uintptr_t)data % ss == 0) { /* else copied below */
         rc = map_view_out(in, h, &map, map_len, data, out);
         if (map) munmap(map, map_len);
         return rc;
@@ -594,6 +644,7 @@ static void dec_close(sl_worker *w) {
   if (L->fd >= 0) close(L->fd);
   free(L->buf[0]);
   free(L->buf[1]);
+  free(L->buf[2]);
   free(L);
 }
 

@@ -54,6 +54,7 @@ typedef struct rd_params {
   int dtype; /* index into SL__H5_DTYPE_CHOICES */
   uint64_t block;
   bool mmap;
+  uint64_t piece;
 } rd_params;
 
 typedef struct rd_shared {
@@ -77,10 +78,14 @@ typedef struct reader {
   uint64_t at[SL_MAX_DIMS]; /* current tile coordinates */
   uint64_t tile_bytes;      /* RAW: decoded bytes of a full chunk */
   uint64_t total, seq;
+  uint64_t tile_index; /* of the current tile in row-major order */
+  uint64_t prow;       /* pieces: rows of axis 0 per item (0: whole tiles) */
+  uint64_t piece;      /* pieces: the current one within the tile */
   sl__h5_addr *addrs; /* MAPPED: every stored chunk, by tile; else NULL */
   size_t naddrs;
   uint64_t file_dev, file_ino;
-  unsigned failed_in_row; /* ERROR items since the last good one */
+  unsigned failed_in_row; /* tiles that failed since the last good item */
+  bool item_failed;       /* the item just produced is an ERROR item */
   char tile_text[SL_MAX_DIMS * 21 + 1];
   bool started, done;
 } reader;
@@ -442,6 +447,34 @@ static void index_chunks(reader *R) {
                      R->total, &R->addrs, &R->naddrs);
 }
 
+/* Rows of axis 0 that tile t0 (its index along axis 0) has inside the
+ * extent. */
+static uint64_t valid_rows(const reader *R, uint64_t t0) {
+  uint64_t left = R->dims[0] - t0 * R->tile[0];
+  return left < R->tile[0] ? left : R->tile[0];
+}
+
+/* Unfiltered mapped chunks larger than piece= go out in pieces of whole
+ * rows along axis 0 (contiguous in the file): small enough to stay in a
+ * core's cache from h5.decode's read into the stages fused after it. Sets
+ * R->prow and recounts R->total. */
+static void plan_pieces(reader *R) {
+  if (!R->addrs || R->nfilters || R->ndim == 0 || R->p->piece == 0 ||
+      R->tile_bytes <= R->p->piece)
+    return;
+  uint64_t row = R->tile_bytes / R->tile[0];
+  uint64_t prow = R->p->piece / row;
+  if (prow == 0) prow = 1;
+  if (prow >= R->tile[0]) return;
+  uint64_t per_row0 = 0; /* items in one row of tiles along axis 0 ... */
+  for (uint64_t t0 = 0; t0 < R->grid[0]; t0++)
+    per_row0 += (valid_rows(R, t0) + prow - 1) / prow;
+  uint64_t rest = R->total / R->grid[0]; /* ... times the tiles across it */
+  if (per_row0 && rest > UINT64_MAX / per_row0) return;
+  R->prow = prow;
+  R->total = per_row0 * rest;
+}
+
 static int start(reader *R) {
   int rc = input_dir(R);
   if (rc < 0) return rc;
@@ -451,6 +484,7 @@ static int start(reader *R) {
   if (rc == 0) rc = inspect(R);
   if (rc == 0) index_chunks(R);
   sl__h5_unlock();
+  if (rc == 0) plan_pieces(R);
   if (rc < 0) return rc;
   if (R->out == SL_DT_NONE) R->out = R->src;
   sl_worker_set_total(R->w, R->total);
@@ -489,11 +523,14 @@ static int new_item(reader *R, uint32_t mode, uint64_t data, sl_item **out,
   char name[600];
   size_t nl = (size_t)snprintf(name, 300, "%.150s:%.140s[", R->base, R->p->dataset);
   for (uint32_t d = 0; d < R->ndim; d++) {
-    h->chunk[d] = R->tile[d];
+    /* A piece is a chunk of its own whose stored rows are the piece's. */
+    uint64_t tile = R->tile[d], skip = d == 0 ? R->piece * R->prow : 0;
+    if (d == 0 && R->prow) tile = tile - skip < R->prow ? tile - skip : R->prow;
+    h->chunk[d] = tile;
     a->whole[d] = R->dims[d];
-    a->origin[d] = R->empty ? 0 : R->at[d] * R->tile[d];
+    a->origin[d] = R->empty ? 0 : R->at[d] * R->tile[d] + skip;
     uint64_t left = R->dims[d] - a->origin[d];
-    a->shape[d] = R->empty ? R->dims[d] : left < R->tile[d] ? left : R->tile[d];
+    a->shape[d] = R->empty ? R->dims[d] : left < tile ? left : tile;
     nl += (size_t)snprintf(name + nl, 24, "%s%" PRIu64, d ? "," : "", a->origin[d]);
   }
   snprintf(name + nl, 2, "]");
@@ -523,7 +560,8 @@ static int new_item(reader *R, uint32_t mode, uint64_t data, sl_item **out,
 static int error_item(reader *R, const char *msg, sl_item **it) {
   sl_item_destroy(*it);
   *it = NULL;
-  if (++R->failed_in_row >= MAX_FAILED_IN_ROW)
+  R->item_failed = true;
+  if (R->piece == 0 && ++R->failed_in_row >= MAX_FAILED_IN_ROW)
     return fail(R, "giving up after %d chunks in a row failed; the last: %s",
                 MAX_FAILED_IN_ROW, msg);
   char full[1400];
@@ -554,22 +592,27 @@ static uint64_t max_stored(const reader *R) {
 
 /* The current tile from R->addrs: MAPPED, or FILL when never written. */
 static int mapped_item(reader *R, sl_item **out) {
-  const sl__h5_addr *c = sl__h5_addr_find(R->addrs, R->naddrs, R->seq);
+  const sl__h5_addr *c = sl__h5_addr_find(R->addrs, R->naddrs, R->tile_index);
   if (!c || c->size == 0) return fill_item(R, out);
   sl__h5_chunk *h;
   int rc = new_item(R, SL__H5_MAPPED, 0, out, &h);
   if (rc < 0) return rc;
   if (c->size > max_stored(R) || c->addr > R->file_size ||
-      c->size > R->file_size - c->addr) {
+      c->size > R->file_size - c->addr || (R->prow && c->size != R->tile_bytes)) {
     char msg[800];
     snprintf(msg, sizeof msg, "chunk at %s: stored chunk of %" PRIu64 " bytes at "
-             "offset %" PRIu64 " is larger than its %" PRIu64 " decoded bytes allow "
+             "offset %" PRIu64 " does not fit its %" PRIu64 " decoded bytes "
              "or lies outside the %" PRIu64 "-byte file: corrupt chunk index",
              (*out)->name, c->size, c->addr, R->tile_bytes, R->file_size);
     return error_item(R, msg, out);
   }
   h->file_offset = c->addr;
   h->stored_size = c->size;
+  if (R->prow) { /* unfiltered: the piece's rows, stored one after another */
+    uint64_t row = R->tile_bytes / R->tile[0];
+    h->file_offset += R->piece * R->prow * row;
+    h->stored_size = h->chunk[0] * row;
+  }
   h->filter_mask = c->mask;
   h->file_dev = R->file_dev;
   h->file_ino = R->file_ino;
@@ -660,9 +703,12 @@ static int plain_item(reader *R, sl_item **out) {
   return error_item(R, msg, out);
 }
 
-/* Moves R->at to the next tile in row-major order. */
+/* Moves to the next piece, or R->at to the next tile in row-major order. */
 static void advance(reader *R) {
   R->seq++;
+  if (R->prow && ++R->piece * R->prow < valid_rows(R, R->at[0])) return;
+  R->piece = 0;
+  R->tile_index++;
   for (int d = (int)R->ndim - 1; d >= 0; d--) {
     if (++R->at[d] < R->grid[d]) return;
     R->at[d] = 0;
@@ -701,10 +747,10 @@ static int rd_produce(sl_worker *w, sl_item **out) {
   /* Distributed runs: skip the tiles of other ranks without reading them. */
   while (!R->done && R->seq < R->total && !sl_worker_owns(w, R->seq)) advance(R);
   if (R->done || R->seq >= R->total) return SL_DONE;
-  unsigned before = R->failed_in_row;
+  R->item_failed = false;
   int rc = R->addrs ? mapped_item(R, out)
            : R->raw && !R->empty ? raw_item(R, out) : plain_item(R, out);
-  if (rc == 0 && R->failed_in_row == before) R->failed_in_row = 0;
+  if (rc == 0 && !R->item_failed) R->failed_in_row = 0;
   if (rc < 0) {
     R->done = true;
     return rc;
@@ -778,6 +824,10 @@ static const sl_param_def rd_params_table[] = {
      "map stored chunks of 256 KiB or more straight from the file (no copy; "
      "the file must not be truncated while it is read); false: copy them "
      "through libhdf5"},
+    {"piece", SL_PARAM_SIZE, offsetof(rd_params, piece), "256KiB", 0,
+     1073741824.0, NULL, "mapped unfiltered chunks larger than this go out in "
+     "pieces of whole rows of about this size, so that the stages after "
+     "h5.decode find them in the core's cache; 0: whole chunks"},
     SL_PARAM_END,
 };
 

@@ -160,6 +160,20 @@ TEST(cli_plan_exact) {
            "pipeline %s: 3 stages, 2 threads\n"
            "  #   stage            class  workers input   output  order    queue\n"
            "  1   gen              cpu    1       -       bytes   source   128\n"
+           "  2   identity         cpu    2       bytes   bytes   source   fused\n"
+           "  3   discard          cpu    2       bytes   -       source   -\n"
+           "memory: arena budget 1.0 GiB (--memory), queues up to 16.0 MiB each (--queue-bytes)\n"
+           "worst case: 35.2 MiB of payload (queues 17.0 MiB + in flight 18.2 MiB, capped at twice the budget)\n",
+           path);
+  ASSERT_STREQ(r.out, want);
+  free_result(&r);
+  /* Unfused, identity's 1 MiB items wait in a queue of their own. */
+  r = run_cli(NULL, (const char *[]){"plan", path, "--threads", "2", "--no-fuse", NULL});
+  ASSERT_EQ(r.status, 0);
+  snprintf(want, sizeof want,
+           "pipeline %s: 3 stages, 2 threads\n"
+           "  #   stage            class  workers input   output  order    queue\n"
+           "  1   gen              cpu    1       -       bytes   source   128\n"
            "  2   identity         cpu    2       bytes   bytes   source   128\n"
            "  3   discard          cpu    2       bytes   -       source   -\n"
            "memory: arena budget 1.0 GiB (--memory), queues up to 16.0 MiB each (--queue-bytes)\n"

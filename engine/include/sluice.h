@@ -177,6 +177,9 @@ typedef struct sl_run_options {
                                   counts as full; 0 = default (16 MiB) */
   struct sl_dist *dist;        /* the MPI job this run is one rank of (see
                                   sl_dist_init); NULL = this process alone */
+  bool no_fuse;                /* run every cpu stage on its own driver
+                                  (default: adjacent cpu stages are fused,
+                                  see docs/how-it-works.md) */
 } sl_run_options;
 
 SL_API void sl_run_options_init(sl_run_options *opt);
