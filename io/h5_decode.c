@@ -13,11 +13,13 @@
  * (a full chunk, unfiltered, native order and type) the output is a view of
  * the input block: no copy.
  *
- * MAPPED chunks are first mapped from the file (mmap, private, pages
- * populated up front), then decoded as RAW; when the view case applies the
- * output is a view of the mapping itself (a foreign block that unmaps at
- * its last release), so unfiltered data goes from the page cache to the
- * next stage with no copy. The file is opened by name (h5.file) and must
+ * MAPPED chunks of up to READ_MAX bytes (h5.read's pieces) are read with
+ * pread: straight into the output block when they need no work, else into
+ * a scratch buffer and decoded as RAW. Larger ones are first mapped from
+ * the file (mmap, private, pages populated up front), then decoded as
+ * RAW; when the view case applies the output is a view of the mapping
+ * itself (a foreign block that unmaps at its last release), so unfiltered
+ * data goes from the page cache to the next stage with no copy. The file is opened by name (h5.file) and must
  * be the one h5.read opened (same device and inode) and still hold the
  * chunk; each worker keeps its last file open.
  *

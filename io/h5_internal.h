@@ -24,7 +24,8 @@
  *   MAPPED a RAW chunk left in the file: no data, but where it is (file
  *          offset and stored size, in the file h5.file names, which must
  *          still be the file of file_dev/file_ino). h5.decode maps those
- *          bytes (mmap, private) and decodes them as RAW; an unfiltered
+ *          bytes (mmap, private; up to 1 MiB: pread into the output or a
+ *          scratch buffer) and decodes them as RAW; an unfiltered
  *          chunk in native order then reaches the next stage as a view of
  *          the file's page cache: no copy at all. h5.read sends these when
  *          it knows the chunks' addresses (h5_read.c says when).

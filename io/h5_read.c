@@ -17,7 +17,10 @@
  *    says where they are and h5.decode maps them, on all cores, with no
  *    copy. Known when the file is a plain local file (HDF5's sec2 driver)
  *    and its chunk index can be listed cheaply (h5_chunks.c says when).
- *    mmap=false turns it off (e.g. on network file systems).
+ *    mmap=false turns it off (e.g. on network file systems). Unfiltered
+ *    chunks larger than piece= go out as pieces of whole rows along axis 0
+ *    (plan_pieces), each a MAPPED item of its own byte range and its own
+ *    stored shape; seq then counts pieces.
  *  - RAW: chunked datasets whose filters are only deflate, shuffle and
  *    fletcher32 (or none) and whose type is a plain integer or IEEE float:
  *    H5Dget_chunk_storage_size + H5Dread_chunk copy the stored bytes, and
@@ -849,7 +852,9 @@ const sl_stage_def sl__stage_h5_read = {
         "error naming the filter. Unwritten chunks read as the fill value.\n"
         "Chunks of 256 KiB or more are mapped from the file (mmap) by h5.decode\n"
         "instead of copied when their addresses can be listed cheaply; whole\n"
-        "unfiltered chunks then reach the next stage with no copy.\n"
+        "unfiltered chunks then reach the next stage with no copy. Unfiltered\n"
+        "chunks larger than piece= go out in pieces of whole rows, which\n"
+        "h5.decode reads (pread) into the core's cache for the stages after it.\n"
         "Security: external links, external raw-data files and virtual-dataset\n"
         "sources must stay inside the input file's folder. A file left open\n"
         "by a crashed writer is refused (clear it with `h5clear -s FILE`).\n"

@@ -23,6 +23,7 @@ static struct {
   /* zero-copy check: payload address of each item at the source */
   _Atomic(const void *) src_data[256];
   atomic_uint_fast64_t moved;
+  atomic_uint_fast64_t tallied, tally_sum, tally_reports; /* t.tally */
 } g;
 
 static void reset_state(void) {
@@ -222,6 +223,72 @@ static const sl_stage_def t_sink = {
     .params = sink_params_def, .params_size = sizeof(sink_params),
     .process = sink_process};
 
+/* ---- t.tally: a cpu reduction; finish() emits what each worker saw ---- */
+typedef struct tally {
+  uint64_t n, sum;
+} tally;
+
+static int tally_open(sl_worker *w, void **local) {
+  (void)w;
+  *local = calloc(1, sizeof(tally));
+  return *local ? 0 : SL_ENOMEM;
+}
+
+static int tally_process(sl_worker *w, sl_item *in, sl_item **out) {
+  tally *t = sl_worker_local(w);
+  *out = NULL;
+  if (!check_payload(in)) atomic_fetch_add(&g.payload_errors, 1);
+  t->n++;
+  t->sum += in->seq;
+  return 0;
+}
+
+/* One item per worker that saw any, payload (seq, n, sum), seq past the
+ * source's. */
+static int tally_finish(sl_worker *w) {
+  tally *t = sl_worker_local(w);
+  if (!t->n) return 0;
+  uint64_t seq = 1000000 + sl_worker_index(w), v[3] = {seq, t->n, t->sum};
+  sl_item *it = sl_item_create(seq, "tally");
+  sl_block *b;
+  if (!it || sl_worker_alloc(w, sizeof v, &b) < 0) {
+    sl_item_destroy(it);
+    return SL_ENOMEM;
+  }
+  memcpy(sl_block_data(b), v, sizeof v);
+  sl_item_set_block(it, SL_KIND_BYTES, b, 0, sizeof v);
+  return sl_worker_emit(w, it);
+}
+
+static void tally_close(sl_worker *w) { free(sl_worker_local(w)); }
+
+static const sl_stage_def t_tally = {
+    .name = "t.tally", .summary = "test cpu reduction", .exec = SL_EXEC_CPU,
+    .in_kind = SL_KIND_BYTES, .out_kind = SL_KIND_BYTES,
+    .open = tally_open, .process = tally_process, .finish = tally_finish,
+    .close = tally_close};
+
+/* t.report: a serial sink adding up t.tally's reports. */
+static int report_process(sl_worker *w, sl_item *in, sl_item **out) {
+  (void)w;
+  *out = NULL;
+  uint64_t v[3];
+  if (in->payload.size != sizeof v) {
+    atomic_fetch_add(&g.payload_errors, 1);
+    return 0;
+  }
+  memcpy(v, in->payload.data, sizeof v);
+  atomic_fetch_add(&g.tallied, v[1]);
+  atomic_fetch_add(&g.tally_sum, v[2]);
+  atomic_fetch_add(&g.tally_reports, 1);
+  return 0;
+}
+
+static const sl_stage_def t_report = {
+    .name = "t.report", .summary = "test sink", .exec = SL_EXEC_SERIAL,
+    .in_kind = SL_KIND_BYTES, .out_kind = SL_KIND_NONE, .flags = SL_STAGE_SINK,
+    .process = report_process};
+
 /* ---- helpers ---- */
 static sl_registry *make_registry(void) {
   sl_registry *reg;
@@ -230,6 +297,8 @@ static sl_registry *make_registry(void) {
   ASSERT_OK(sl_registry_add(reg, &t_work));
   ASSERT_OK(sl_registry_add(reg, &t_iowork));
   ASSERT_OK(sl_registry_add(reg, &t_sink));
+  ASSERT_OK(sl_registry_add(reg, &t_tally));
+  ASSERT_OK(sl_registry_add(reg, &t_report));
   return reg;
 }
 
@@ -312,10 +381,12 @@ TEST(run_sweep) {
   for (size_t c = 0; c < 3; c++)
     for (unsigned th = 1; th <= 4; th++)
       for (size_t k = 0; k < 4; k++)
-        for (int fail = 0; fail < 2; fail++) {
+        for (int v = 0; v < 4; v++) {
+          int fail = v % 2;
           reset_state();
           sl_run_options o;
           base_options(&o, th, caps[c]);
+          o.no_fuse = v >= 2; /* cpu stages fused (default) or not */
           bool ordered = k != 2;
           char text[256];
           snprintf(text, sizeof text, "t.src count=300 size=100 ! %s%s ! t.work ! t.sink ordered=%s",
@@ -345,6 +416,7 @@ TEST(run_cancel_sweep) {
         atomic_store(&g.cancel_at, at);
         sl_run_options o;
         base_options(&o, th, 4);
+        o.no_fuse = at % 2 == 0;
         char text[256];
         snprintf(text, sizeof text, "t.src count=100000 size=64 ! %s ! t.work ! t.sink",
                  works[k]);
@@ -354,6 +426,44 @@ TEST(run_cancel_sweep) {
         ASSERT_LE(r.ok + r.failed, 100000);
         ASSERT(r.ok >= at);
         ASSERT_LE(sl_now_ns() - t0, 20000000000ull);
+      }
+}
+
+/* Fused chains (three cpu stages, the last a reduction whose finish()
+ * emits): every item that survives the failing head is counted exactly
+ * once, fused or not, with random delays, at every thread count, and a
+ * cancelled run ends without hanging or leaking, whatever the point. */
+TEST(run_fused_chain_stress) {
+  for (unsigned th = 1; th <= 4; th++)
+    for (int fuse = 0; fuse < 2; fuse++)
+      for (uint64_t at = 0; at < 3; at++) {
+        reset_state();
+        sl_run_options o;
+        base_options(&o, th, at ? 2 : 0);
+        o.no_fuse = !fuse;
+        const char *text = "t.src count=2000 size=100 ! t.work delay_us=20 fail_mod=7 "
+                           "! t.work copy=true delay_us=10 ! t.tally ! t.report";
+        run_result r = run_text(text, &o, NULL);
+        uint64_t nf = 2000 / 7, want_sum = 0;
+        for (uint64_t i = 0; i < 2000; i++)
+          if (i % 7 != 6) want_sum += i;
+        ASSERT_EQ(r.rc, SL_EITEMS);
+        ASSERT_EQ(r.failed, nf);
+        ASSERT_EQ(atomic_load(&g.tallied), 2000 - nf);
+        ASSERT_EQ(atomic_load(&g.tally_sum), want_sum);
+        ASSERT(atomic_load(&g.tally_reports) >= 1);
+        ASSERT_LE(atomic_load(&g.tally_reports), th);
+        ASSERT_EQ(atomic_load(&g.payload_errors), 0);
+        ASSERT_LE(atomic_load(&g.max_running), (int)th);
+        /* Cancelled from the sink side: the source stops mid-stream. */
+        reset_state();
+        atomic_store(&g.cancel_at, 1 + at * 37);
+        text = "t.src count=100000 size=64 ! t.work delay_us=30 ! t.work copy=true "
+               "! t.work ! t.sink";
+        r = run_text(text, &o, NULL);
+        ASSERT_EQ(r.rc, SL_ECANCELED);
+        ASSERT(atomic_load(&g.sink_count) >= 1 + at * 37);
+        ASSERT_EQ(atomic_load(&g.payload_errors), 0);
       }
 }
 
@@ -530,6 +640,7 @@ static const sl_test_case cases[] = {
     SL_CASE(run_stats_and_trace, "unit"),
     SL_CASE(run_sweep, "stress"),
     SL_CASE(run_cancel_sweep, "stress"),
+    SL_CASE(run_fused_chain_stress, "stress"),
     SL_CASE(run_tight_memory, "stress"),
     SL_CASE(run_core_budget, "stress"),
 };
