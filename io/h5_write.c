@@ -17,8 +17,8 @@
  * encoded by the worker itself -- padded to the full chunk, shuffled,
  * deflated with libdeflate -- outside every lock, then stored with
  * H5Dwrite_chunk: compression runs on all workers, and only the write
- * itself is serial. Other items go through H5Dwrite (HDF5 compresses under
- * the lock).
+ * itself is serial. Other items are cut along the chunk grid and put
+ * together into whole chunks first (assemble(), below).
  *
  * Attributes of the source dataset (item metadata h5.file / h5.dataset,
  * set by h5.read) are copied to the new dataset before it is published;
@@ -49,6 +49,23 @@ typedef struct wr_params {
   bool shuffle;
 } wr_params;
 
+/* A box of elements: origin and shape in the whole array. */
+typedef struct wr_box {
+  uint64_t origin[SL_MAX_DIMS], shape[SL_MAX_DIMS];
+} wr_box;
+
+/* A chunk of the output being put together from smaller items. */
+typedef struct wr_asm {
+  uint64_t origin[SL_MAX_DIMS]; /* the chunk's */
+  uint64_t filled, expected;    /* elements copied in, of the clipped chunk */
+  unsigned users;               /* workers copying into buf now */
+  bool complete;                /* every element is in: no longer listed */
+  unsigned char *buf;           /* the clipped chunk, C order */
+  wr_box *boxes;                /* the parts copied in (for a partial write) */
+  size_t nboxes, capboxes;
+  struct wr_asm *next;
+} wr_asm;
+
 typedef struct wr_shared {
   pthread_mutex_t mu;
   const wr_params *p;
@@ -63,7 +80,13 @@ typedef struct wr_shared {
   char *src_file, *src_dataset;
   sl__h5_tables *tables;
   unsigned finished, closed;
+  wr_asm *asms; /* open assemblies, at most MAX_ASM(workers) */
+  unsigned nasm;
+  wr_asm *spare; /* finished ones, buffers kept for the next chunks (fresh
+                    pages cost a fault each) */
 } wr_shared;
+
+#define MAX_ASM(workers) ((workers) + 1u)
 
 typedef struct wr_local {
   struct libdeflate_compressor *z;
@@ -365,6 +388,259 @@ static uint64_t elems_of(const sl_array_desc *a) {
   return n;
 }
 
+/* ---------------------------------------------------------------------- */
+/* assembling chunks from smaller items                                    */
+
+/* The chunk of the output with grid coordinates g, clipped to the extent. */
+static void chunk_desc(const wr_shared *S, const uint64_t *g, sl_array_desc *c) {
+  memset(c, 0, sizeof *c);
+  c->dtype = S->dtype;
+  c->ndim = S->ndim;
+  for (uint32_t d = 0; d < S->ndim; d++) {
+    c->origin[d] = g[d] * S->chunk[d];
+    c->whole[d] = S->whole[d];
+    uint64_t left = S->whole[d] - c->origin[d];
+    c->shape[d] = left < S->chunk[d] ? left : S->chunk[d];
+  }
+}
+
+static void asm_free(wr_asm *m) {
+  if (m) {
+    free(m->buf);
+    free(m->boxes);
+  }
+  free(m);
+}
+
+/* Under mu and the HDF5 lock: writes what an incomplete assembly holds,
+ * box by box (H5Dwrite), and counts it. */
+static int asm_flush_locked(wr_shared *S, sl_worker *w, const wr_asm *m) {
+  char eb[400];
+  hsize_t cd[SL_MAX_DIMS], mo[SL_MAX_DIMS], fo[SL_MAX_DIMS], cnt[SL_MAX_DIMS];
+  for (uint32_t d = 0; d < S->ndim; d++) {
+    uint64_t left = S->whole[d] - m->origin[d];
+    cd[d] = left < S->chunk[d] ? left : S->chunk[d];
+  }
+  hid_t ms = H5Screate_simple((int)S->ndim, cd, NULL), fs = H5Dget_space(S->did);
+  herr_t e = ms < 0 || fs < 0 ? -1 : 0;
+  for (size_t b = 0; e >= 0 && b < m->nboxes; b++) {
+    for (uint32_t d = 0; d < S->ndim; d++) {
+      fo[d] = m->boxes[b].origin[d];
+      mo[d] = fo[d] - m->origin[d];
+      cnt[d] = m->boxes[b].shape[d];
+    }
+    e = H5Sselect_hyperslab(ms, H5S_SELECT_SET, mo, NULL, cnt, NULL);
+    if (e >= 0) e = H5Sselect_hyperslab(fs, H5S_SELECT_SET, fo, NULL, cnt, NULL);
+    if (e >= 0) e = H5Dwrite(S->did, sl__h5_native(S->dtype), ms, fs, H5P_DEFAULT, m->buf);
+  }
+  if (e < 0) sl__h5_error_text(eb, sizeof eb, "unknown error");
+  if (ms >= 0) H5Sclose(ms);
+  if (fs >= 0) H5Sclose(fs);
+  if (e < 0) return sl_worker_errorf(w, "%s: write failed: %s", S->p->file, eb);
+  S->written += m->filled;
+  return 0;
+}
+
+/* Under mu: the open assembly of chunk c. When all MAX_ASM are open, the
+ * oldest idle one is written as it stands (asm_flush_locked) to make
+ * room: every worker holds at most one, so one is idle. Buffers hold a
+ * full chunk and are kept for the next chunks (fresh pages cost a fault
+ * each). */
+static int asm_get(wr_shared *S, sl_worker *w, const sl_array_desc *c, wr_asm **out) {
+  *out = NULL;
+  for (wr_asm *m = S->asms; m; m = m->next)
+    if (memcmp(m->origin, c->origin, c->ndim * sizeof *c->origin) == 0) {
+      *out = m;
+      return 0;
+    }
+  if (S->nasm >= MAX_ASM(sl_worker_count(w))) {
+    wr_asm **old = NULL;
+    for (wr_asm **p = &S->asms; *p; p = &(*p)->next)
+      if ((*p)->users == 0) old = p; /* the list is newest first */
+    if (!old) return sl_worker_errorf(w, "internal error: no idle chunk assembly");
+    wr_asm *m = *old;
+    *old = m->next;
+    S->nasm--;
+    sl__h5_lock();
+    int rc = asm_flush_locked(S, w, m);
+    sl__h5_unlock();
+    m->next = S->spare;
+    S->spare = m;
+    if (rc < 0) return rc;
+  }
+  wr_asm *m = S->spare;
+  if (m) {
+    S->spare = m->next;
+    m->filled = 0;
+    m->users = 0;
+    m->complete = false;
+    m->nboxes = 0;
+  } else {
+    uint64_t full = sl_dtype_size(c->dtype);
+    for (uint32_t d = 0; d < c->ndim; d++) full *= S->chunk[d];
+    m = calloc(1, sizeof *m);
+    if (!m || !(m->buf = malloc((size_t)full))) {
+      asm_free(m);
+      return SL_ENOMEM;
+    }
+  }
+  memcpy(m->origin, c->origin, sizeof m->origin);
+  m->expected = elems_of(c);
+  m->next = S->asms;
+  S->asms = m;
+  S->nasm++;
+  *out = m;
+  return 0;
+}
+
+static void asm_unlink(wr_shared *S, wr_asm *m) {
+  for (wr_asm **p = &S->asms; *p; p = &(*p)->next)
+    if (*p == m) {
+      *p = m->next;
+      S->nasm--;
+      return;
+    }
+}
+
+/* Under mu: notes that box b of chunk m will be filled. */
+static int asm_add_box(wr_asm *m, const wr_box *b) {
+  if (m->nboxes == m->capboxes) {
+    size_t cap = m->capboxes ? 2 * m->capboxes : 16;
+    wr_box *nb = realloc(m->boxes, cap * sizeof *nb);
+    if (!nb) return SL_ENOMEM;
+    m->boxes = nb;
+    m->capboxes = cap;
+  }
+  m->boxes[m->nboxes++] = *b;
+  return 0;
+}
+
+/* Copies box b of item a (its elements packed in C order at data) into its
+ * place in chunk c's buffer. */
+static void asm_copy(const wr_asm *m, const sl_array_desc *c, const sl_array_desc *a,
+                     const unsigned char *data, const wr_box *b) {
+  size_t es = sl_dtype_size(c->dtype);
+  uint32_t nd = c->ndim;
+  uint64_t cs[SL_MAX_DIMS], is[SL_MAX_DIMS], s = 1, t = 1, idx[SL_MAX_DIMS] = {0};
+  for (int d = (int)nd - 1; d >= 0; d--) {
+    cs[d] = s;
+    is[d] = t;
+    s *= c->shape[d];
+    t *= a->shape[d];
+  }
+  uint64_t row = b->shape[nd - 1], rows = 1;
+  for (uint32_t d = 0; d + 1 < nd; d++) rows *= b->shape[d];
+  for (uint64_t r = 0; r < rows; r++) {
+    uint64_t dst = 0, src = 0;
+    for (uint32_t d = 0; d < nd; d++) {
+      uint64_t i = d + 1 < nd ? idx[d] : 0;
+      dst += (b->origin[d] - c->origin[d] + i) * cs[d];
+      src += (b->origin[d] - a->origin[d] + i) * is[d];
+    }
+    memcpy(m->buf + dst * es, data + src * es, (size_t)(row * es));
+    for (int d = (int)nd - 2; d >= 0; d--) {
+      if (++idx[d] < b->shape[d]) break;
+      idx[d] = 0;
+    }
+  }
+}
+
+/* One chunk's share (box b) of an item. */
+static int assemble_box(wr_shared *S, sl_worker *w, wr_local *L, const sl_array_desc *a,
+                        const sl_array_desc *c, const unsigned char *data, const wr_box *b) {
+  uint64_t n = 1;
+  for (uint32_t d = 0; d < c->ndim; d++) n *= b->shape[d];
+  pthread_mutex_lock(&S->mu);
+  wr_asm *m = NULL;
+  int rc = S->broken ? sl_worker_errorf(w, "%s: not written: an earlier item failed", S->p->file)
+                     : asm_get(S, w, c, &m);
+  if (rc == 0 && (rc = asm_add_box(m, b)) == 0) m->users++;
+  if (rc < 0) S->broken = true;
+  pthread_mutex_unlock(&S->mu);
+  if (rc < 0) return rc;
+  asm_copy(m, c, a, data, b);
+  pthread_mutex_lock(&S->mu);
+  m->users--;
+  m->filled += n;
+  if (m->filled == m->expected && !m->complete) {
+    m->complete = true;
+    asm_unlink(S, m);
+  }
+  bool mine = m->complete && m->users == 0;
+  pthread_mutex_unlock(&S->mu);
+  if (!mine) return 0;
+  const unsigned char *out = NULL;
+  size_t len = 0;
+  rc = encode_chunk(S, w, L, c, m->buf, &out, &len);
+  pthread_mutex_lock(&S->mu);
+  if (rc == 0 && S->broken)
+    rc = sl_worker_errorf(w, "%s: not written: an earlier item failed", S->p->file);
+  if (rc == 0) rc = write_locked(S, w, c, out, true, len);
+  if (rc == 0) S->written += m->expected;
+  if (rc < 0) S->broken = true;
+  m->next = S->spare;
+  S->spare = m;
+  pthread_mutex_unlock(&S->mu);
+  return rc;
+}
+
+/* Items that are not exactly one chunk (h5.read's pieces, other chunk
+ * shapes, any hyperslab) are cut along the output's chunk grid, and each
+ * part is copied into its chunk's assembly buffer, outside every lock, by
+ * whichever worker has the item. The worker whose copy completes a chunk
+ * encodes it and writes it like an aligned item: the HDF5 lock covers
+ * whole-chunk writes, and compression runs on every worker. At most
+ * MAX_ASM chunks are open (items come in about chunk order); past that,
+ * and at the end for chunks that never completed (their other items failed
+ * upstream, or came whole), what an assembly holds is written part by part
+ * with H5Dwrite. Overlapping items are caught by the element count at
+ * publish(). */
+static int assemble(wr_shared *S, sl_worker *w, wr_local *L, const sl_array_desc *a,
+                    const unsigned char *data) {
+  uint32_t nd = S->ndim;
+  uint64_t first[SL_MAX_DIMS], last[SL_MAX_DIMS], g[SL_MAX_DIMS];
+  for (uint32_t d = 0; d < nd; d++) {
+    first[d] = g[d] = a->origin[d] / S->chunk[d];
+    last[d] = (a->origin[d] + a->shape[d] - 1) / S->chunk[d];
+  }
+  for (;;) {
+    sl_array_desc c;
+    chunk_desc(S, g, &c);
+    wr_box b;
+    memset(&b, 0, sizeof b);
+    for (uint32_t d = 0; d < nd; d++) {
+      uint64_t lo = a->origin[d] > c.origin[d] ? a->origin[d] : c.origin[d];
+      uint64_t ae = a->origin[d] + a->shape[d], ce = c.origin[d] + c.shape[d];
+      b.origin[d] = lo;
+      b.shape[d] = (ae < ce ? ae : ce) - lo;
+    }
+    int rc = assemble_box(S, w, L, a, &c, data, &b);
+    if (rc < 0) return rc;
+    int d = (int)nd - 1;
+    for (; d >= 0; d--) {
+      if (++g[d] <= last[d]) break;
+      g[d] = first[d];
+    }
+    if (d < 0) return 0;
+  }
+}
+
+/* Under mu, at the end: writes every chunk left incomplete. */
+static int asm_flush_all(wr_shared *S, sl_worker *w) {
+  int rc = 0;
+  sl__h5_lock();
+  while (S->asms) {
+    wr_asm *m = S->asms;
+    S->asms = m->next;
+    S->nasm--;
+    if (rc == 0 && !S->broken) rc = asm_flush_locked(S, w, m);
+    m->next = S->spare;
+    S->spare = m;
+  }
+  sl__h5_unlock();
+  return rc;
+}
+
 static int write_array(wr_shared *S, sl_worker *w, wr_local *L, const sl_item *in) {
   const sl_array_desc *a = &in->payload.u.array;
   if (a->ndim > SL_MAX_DIMS || a->dtype < SL_DT_BOOL || a->dtype > SL_DT_F64)
@@ -387,6 +663,7 @@ static int write_array(wr_shared *S, sl_worker *w, wr_local *L, const sl_item *i
   if (rc < 0) return rc;
   uint64_t n = elems_of(a);
   bool direct = n > 0 && chunk_aligned(S, a);
+  if (!direct && n > 0 && S->chunked) return assemble(S, w, L, a, data);
   size_t len = 0;
   if (direct) rc = encode_chunk(S, w, L, a, data, &data, &len);
   if (rc < 0) return rc;
@@ -480,6 +757,8 @@ static int publish(wr_shared *S, sl_worker *w) {
   if (S->broken) return sl_worker_errorf(w, "%s: not written: an earlier item failed", S->p->file);
   if (!S->started && !S->tables)
     return sl_worker_errorf(w, "%s: not written: no items arrived", S->p->file);
+  int frc = asm_flush_all(S, w);
+  if (frc < 0) return frc;
   if (S->arrays && S->written != S->expected)
     return sl_worker_errorf(w, "%s: not written: %" PRIu64 " of %" PRIu64
                             " elements arrived (an upstream item failed or was "
@@ -533,6 +812,17 @@ static void cleanup(wr_shared *S) {
   }
   sl__h5_tables_free(S->tables);
   S->tables = NULL;
+  while (S->asms) { /* chunks that never completed: the run failed */
+    wr_asm *m = S->asms;
+    S->asms = m->next;
+    asm_free(m);
+  }
+  S->nasm = 0;
+  while (S->spare) {
+    wr_asm *m = S->spare;
+    S->spare = m->next;
+    asm_free(m);
+  }
 }
 
 static void wr_close(sl_worker *w) {
@@ -629,7 +919,8 @@ const sl_stage_def sl__stage_h5_write = {
         "dataset= of file=, in any order; the first item gives dtype and whole\n"
         "shape. Chunked (chunks=), gzip-compressed (compress=, level=) and\n"
         "optionally shuffled; items aligned with the chunks are compressed by\n"
-        "the workers in parallel and stored directly. The attributes of the\n"
+        "the workers in parallel and stored directly, and smaller items are\n"
+        "first put together into whole chunks. The attributes of the\n"
         "source dataset (items from h5.read) are copied. TABLE items (e.g.\n"
         "from reduce or groupby) become group dataset= with one 1-D dataset per\n"
         "column (strings as UTF-8, bools as uint8; a column with nulls gets a\n"

@@ -450,8 +450,38 @@ TEST(roundtrip_read_write) {
       "  d.attrs['units'] = 'K'\n"
       "  d.attrs['scale'] = np.array([1.5, 2.5])\n"
       "  d.attrs['n'] = np.int32(7)\n"
-      "  d.attrs['label'] = np.bytes_(b'fixed')\n",
+      "  d.attrs['label'] = np.bytes_(b'fixed')\n"
+      "  f.create_dataset('p', data=np.cos(np.arange(1000*1000, dtype='f8')).reshape(1000,1000),\n"
+      "                   chunks=(250,1000))\n",
       dir);
+  python(code);
+  free(code);
+  /* Items cut across the output's chunks (64x32 into 10x70: up to 7 parts
+   * each, 30 chunks open at once against 5 assemblies, so most are written
+   * part by part) and h5.read's pieces (8 rows of a 250-row chunk) put
+   * back together into whole chunks, compressed or not. */
+  const char *cut[] = {"/g/x", "chunks=10,70 compress=gzip", "out4.h5",
+                       "/p piece=64KiB", "compress=none", "out5.h5",
+                       "/p piece=64KiB", "compress=gzip shuffle=true", "out6.h5",
+                       "/p piece=64KiB", "chunks=100,300 compress=none", "out7.h5"};
+  for (size_t k = 0; k < sizeof cut / sizeof cut[0]; k += 3) {
+    char *t = tf_asprintf("h5.read file=%s/src.h5 dataset=%s ! h5.write file=%s/%s "
+                          "dataset=/c %s\n", dir, cut[k], dir, cut[k + 2], cut[k + 1]);
+    outcome oc = run_text(t, 2);
+    ASSERT_STREQ(oc.errors, "");
+    ASSERT_EQ(oc.rc, 0);
+    free(oc.errors);
+    free(t);
+  }
+  code = tf_asprintf(
+      "import h5py, numpy as np\n"
+      "f = h5py.File('%s/src.h5','r')\n"
+      "for name, src, chunks in [('out4.h5','g/x',(10,70)), ('out5.h5','p',(250,1000)),\n"
+      "                          ('out6.h5','p',(250,1000)), ('out7.h5','p',(100,300))]:\n"
+      "  d = h5py.File('%s/'+name,'r')['c']\n"
+      "  assert d.chunks == chunks, (name, d.chunks)\n"
+      "  assert np.array_equal(d[()], f[src][()]), name\n",
+      dir, dir);
   python(code);
   free(code);
   char *text = tf_asprintf(
@@ -496,7 +526,7 @@ TEST(roundtrip_read_write) {
       dir, dir);
   python(code);
   free(code);
-  ASSERT_EQ(dir_count(dir), 4); /* src, out, out2, out3: no temporaries left */
+  ASSERT_EQ(dir_count(dir), 8); /* src, out..out7: no temporaries left */
   rm_tree(dir);
 }
 
