@@ -265,7 +265,25 @@ static void block_f(const kctx *k, sl__rcell *c, uint64_t *h, const double *v,
   if (k->need_min || k->need_max) {
     double mn[4] = {INFINITY, INFINITY, INFINITY, INFINITY};
     double mx[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
-    for (j = 0; j + 4 <= m; j += 4)
+    j = 0;
+#ifdef HAVE_X86
+    /* minpd(a, b) is exactly a < b ? a : b, NaN included (compilers keep
+     * the scalar loop below scalar for that reason); same lanes. */
+    __m128d n01 = _mm_loadu_pd(mn), n23 = _mm_loadu_pd(mn + 2);
+    __m128d x01 = _mm_loadu_pd(mx), x23 = _mm_loadu_pd(mx + 2);
+    for (; j + 4 <= m; j += 4) {
+      __m128d a = _mm_loadu_pd(v + j), b = _mm_loadu_pd(v + j + 2);
+      n01 = _mm_min_pd(a, n01);
+      n23 = _mm_min_pd(b, n23);
+      x01 = _mm_max_pd(a, x01);
+      x23 = _mm_max_pd(b, x23);
+    }
+    _mm_storeu_pd(mn, n01);
+    _mm_storeu_pd(mn + 2, n23);
+    _mm_storeu_pd(mx, x01);
+    _mm_storeu_pd(mx + 2, x23);
+#endif
+    for (; j + 4 <= m; j += 4)
       for (int q = 0; q < 4; q++) {
         mn[q] = v[j + q] < mn[q] ? v[j + q] : mn[q];
         mx[q] = v[j + q] > mx[q] ? v[j + q] : mx[q];
