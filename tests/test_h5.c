@@ -728,6 +728,25 @@ TEST(write_failure_leaves_nothing) {
   ASSERT_EQ(dir_count(dir), 0);
   free(o.errors);
   free(text);
+  /* The same with chunks the 64x8 items do not match: they are assembled,
+   * the chunks the bad item touches never fill, and are written part by
+   * part at the end, or when 5 are open, before the count refuses the
+   * file. At 1 to 4 threads, so that assemblies are taken in any order. */
+  for (unsigned th = 1; th <= 4; th++) {
+    const char *chunks[] = {"100,37", "30,10", "1000,1"};
+    for (size_t k = 0; k < 3; k++) {
+      text = tf_asprintf("h5.read file=%s dataset=/gzip_shuffle_f8 ! "
+                         "h5.write file=%s/out.h5 dataset=/d chunks=%s\n", src, dir,
+                         chunks[k]);
+      o = run_text(text, th);
+      ASSERT_NE(o.rc, 0);
+      ASSERT_CONTAINS(o.errors, "invalid zlib stream");
+      ASSERT_CONTAINS(o.errors, "not written");
+      ASSERT_EQ(dir_count(dir), 0);
+      free(o.errors);
+      free(text);
+    }
+  }
   free(src);
   rm_tree(dir);
 }
