@@ -18,7 +18,10 @@
  * deflated with libdeflate -- outside every lock, then stored with
  * H5Dwrite_chunk: compression runs on all workers, and only the write
  * itself is serial. Other items are cut along the chunk grid and put
- * together into whole chunks first (assemble(), below).
+ * together into whole chunks first (assemble(), below). Uncompressed
+ * chunks of 256 KiB and more skip even that lock: the dataset is allocated
+ * at creation and workers copy chunks straight into the mapped file
+ * (map_output(), below).
  *
  * Attributes of the source dataset (item metadata h5.file / h5.dataset,
  * set by h5.read) are copied to the new dataset before it is published;
@@ -29,6 +32,8 @@
  *
  * Lock order: S->mu, then the HDF5 lock. Encoding holds neither.
  */
+#define _GNU_SOURCE /* fallocate(2) */
+#include <fcntl.h>
 #include <hdf5.h>
 #include <inttypes.h>
 #include <libdeflate.h>
@@ -36,6 +41,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -84,6 +90,14 @@ typedef struct wr_shared {
   unsigned nasm;
   wr_asm *spare; /* finished ones, buffers kept for the next chunks (fresh
                     pages cost a fault each) */
+  /* Mapped output (uncompressed chunks allocated at creation): */
+  unsigned char *map;  /* the file from map_off, shared, writable; or NULL */
+  size_t map_len;
+  uint64_t map_off;
+  sl__h5_addr *addrs;  /* every chunk's place, by row-major chunk index */
+  size_t naddrs;
+  uint64_t grid[SL_MAX_DIMS];
+  uint64_t page;
 } wr_shared;
 
 #define MAX_ASM(workers) ((workers) + 1u)
@@ -177,6 +191,68 @@ static int choose_chunks(wr_shared *S, sl_worker *w, const sl_item *it) {
 }
 
 /* Under mu: the first item's shape and type create the dataset. */
+static bool unfiltered(const wr_shared *S) {
+  return S->p->compress != 0 && !S->p->shuffle;
+}
+
+/* Under mu and the HDF5 lock, after creating an unfiltered chunked dataset
+ * (every chunk already placed): lists the chunks' addresses, reserves the
+ * file's blocks (fallocate: a full disk is an error now, not SIGBUS later;
+ * not posix_fallocate, which writes zeros where the file system cannot
+ * reserve) and maps the chunks' span of the file, shared. Workers then copy
+ * finished chunks straight into the page cache, in parallel and outside
+ * every lock, where H5Dwrite_chunk would write them one at a time under
+ * the HDF5 lock; buffered writes to one file are serialised by the kernel
+ * anyway. Leaves S->map NULL (chunks go through HDF5) when the addresses
+ * are too dear to list, the file is not a plain local file, or any step
+ * fails. */
+static void map_output(wr_shared *S) {
+  uint64_t total = 1, bytes = sl_dtype_size(S->dtype);
+  for (uint32_t d = 0; d < S->ndim; d++) {
+    S->grid[d] = S->whole[d] / S->chunk[d] + (S->whole[d] % S->chunk[d] != 0);
+    total *= S->grid[d];
+    bytes *= S->chunk[d];
+  }
+  struct stat st;
+  int fd = sl__h5_file_fd(S->fid, &st);
+  if (fd < 0 || sl__h5_chunk_addrs(S->did, S->ndim, S->whole, S->chunk, S->grid, bytes,
+                                   total, &S->addrs, &S->naddrs) < 0)
+    return;
+  uint64_t lo = UINT64_MAX, hi = 0;
+  bool ok = S->naddrs == total;
+  for (size_t i = 0; ok && i < S->naddrs; i++) {
+    const sl__h5_addr *a = &S->addrs[i];
+    ok = a->size == bytes && a->addr <= UINT64_MAX - bytes;
+    if (a->addr < lo) lo = a->addr;
+    if (a->addr + bytes > hi) hi = a->addr + bytes;
+  }
+  long pg = sysconf(_SC_PAGESIZE);
+  uint64_t page = pg > 0 ? (uint64_t)pg : 4096;
+  lo = lo / page * page;
+  void *m = MAP_FAILED;
+  if (ok && hi > lo && hi - lo <= SIZE_MAX && fallocate(fd, 0, (off_t)lo, (off_t)(hi - lo)) == 0)
+    m = mmap(NULL, (size_t)(hi - lo), PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)lo);
+  if (m == MAP_FAILED) {
+    free(S->addrs);
+    S->addrs = NULL;
+    S->naddrs = 0;
+    return;
+  }
+  S->map = m;
+  S->map_len = (size_t)(hi - lo);
+  S->map_off = lo;
+  S->page = page;
+}
+
+/* Under the HDF5 lock (or once no worker runs): drops the mapping. */
+static void unmap_output(wr_shared *S) {
+  if (S->map) munmap(S->map, S->map_len);
+  S->map = NULL;
+  free(S->addrs);
+  S->addrs = NULL;
+  S->naddrs = 0;
+}
+
 static int start_array(wr_shared *S, sl_worker *w, const sl_item *it) {
   const sl_array_desc *a = &it->payload.u.array;
   S->dtype = a->dtype;
@@ -209,6 +285,10 @@ static int start_array(wr_shared *S, sl_worker *w, const sl_item *it) {
       e = H5Pset_chunk(dcpl, (int)S->ndim, cd);
       if (e >= 0 && S->p->shuffle) e = H5Pset_shuffle(dcpl);
       if (e >= 0 && S->p->compress == 0) e = H5Pset_deflate(dcpl, (unsigned)S->p->level);
+      /* Unfiltered chunks have a known size: place them all now (no fill
+       * written), so that workers can copy them into the file (map_output). */
+      if (e >= 0 && unfiltered(S)) e = H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);
+      if (e >= 0 && unfiltered(S)) e = H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
     }
     if (e >= 0)
       S->did = H5Dcreate2(S->fid, S->p->dataset, sl__h5_native(S->dtype), sp, lcpl, dcpl,
@@ -220,6 +300,7 @@ static int start_array(wr_shared *S, sl_worker *w, const sl_item *it) {
   if (sp >= 0) H5Sclose(sp);
   if (dcpl >= 0) H5Pclose(dcpl);
   if (lcpl >= 0) H5Pclose(lcpl);
+  if (rc == 0 && S->chunked && unfiltered(S)) map_output(S);
   sl__h5_unlock();
   return rc;
 }
@@ -380,6 +461,43 @@ static int write_locked(wr_shared *S, sl_worker *w, const sl_array_desc *a,
   sl__h5_unlock();
   if (e < 0) return sl_worker_errorf(w, "%s: write failed: %s", S->p->file, eb);
   return 0;
+}
+
+/* Stores chunk c (its encoded bytes) and counts its n elements: copied
+ * into the mapped file outside every lock when the output is mapped, else
+ * H5Dwrite_chunk under the locks. */
+static int store_chunk(wr_shared *S, sl_worker *w, const sl_array_desc *c,
+                       const unsigned char *data, size_t len, uint64_t n) {
+  const sl__h5_addr *at = NULL;
+  if (S->map) { /* set before the first item was let through, never moved */
+    uint64_t idx = 0;
+    for (uint32_t d = 0; d < c->ndim; d++) idx = idx * S->grid[d] + c->origin[d] / S->chunk[d];
+    at = sl__h5_addr_find(S->addrs, S->naddrs, idx);
+    if (at && at->size != len) at = NULL;
+  }
+  if (at) {
+    unsigned char *dst = S->map + (at->addr - S->map_off);
+#ifdef MADV_POPULATE_WRITE
+    { /* one call instead of a fault per page */
+      uintptr_t pg = (uintptr_t)S->page, b = (uintptr_t)dst / pg * pg;
+      madvise((void *)b, (uintptr_t)dst + len - b, MADV_POPULATE_WRITE);
+    }
+#endif
+    memcpy(dst, data, len);
+    /* Unmap the copied pages (whole ones): they stay in the page cache,
+     * dirty, but no longer count as this process's memory. */
+    uintptr_t pg = (uintptr_t)S->page, b = ((uintptr_t)dst + pg - 1) / pg * pg,
+              e = ((uintptr_t)dst + len) / pg * pg;
+    if (e > b) madvise((void *)b, e - b, MADV_DONTNEED);
+  }
+  pthread_mutex_lock(&S->mu);
+  int rc = 0;
+  if (S->broken) rc = sl_worker_errorf(w, "%s: not written: an earlier item failed", S->p->file);
+  if (rc == 0 && !at) rc = write_locked(S, w, c, data, true, len);
+  if (rc == 0) S->written += n;
+  if (rc < 0) S->broken = true;
+  pthread_mutex_unlock(&S->mu);
+  return rc;
 }
 
 static uint64_t elems_of(const sl_array_desc *a) {
@@ -572,11 +690,8 @@ static int assemble_box(wr_shared *S, sl_worker *w, wr_local *L, const sl_array_
   const unsigned char *out = NULL;
   size_t len = 0;
   rc = encode_chunk(S, w, L, c, m->buf, &out, &len);
+  if (rc == 0) rc = store_chunk(S, w, c, out, len, m->expected);
   pthread_mutex_lock(&S->mu);
-  if (rc == 0 && S->broken)
-    rc = sl_worker_errorf(w, "%s: not written: an earlier item failed", S->p->file);
-  if (rc == 0) rc = write_locked(S, w, c, out, true, len);
-  if (rc == 0) S->written += m->expected;
   if (rc < 0) S->broken = true;
   m->next = S->spare;
   S->spare = m;
@@ -667,6 +782,7 @@ static int write_array(wr_shared *S, sl_worker *w, wr_local *L, const sl_item *i
   size_t len = 0;
   if (direct) rc = encode_chunk(S, w, L, a, data, &data, &len);
   if (rc < 0) return rc;
+  if (direct) return store_chunk(S, w, a, data, len, n);
   pthread_mutex_lock(&S->mu);
   if (S->broken) rc = sl_worker_errorf(w, "%s: not written: an earlier item failed", S->p->file);
   if (rc == 0 && n) rc = write_locked(S, w, a, data, direct, len);
@@ -766,6 +882,7 @@ static int publish(wr_shared *S, sl_worker *w) {
                             S->expected);
   int rc = 0;
   sl__h5_lock();
+  unmap_output(S); /* its pages stay in the page cache, the file's */
   if (S->tables) {
     rc = create_tmp(S, w);
     if (rc == 0 && sl__h5_tables_write(S->tables, S->fid, S->p->dataset, eb, sizeof eb) < 0)
@@ -805,8 +922,9 @@ static int wr_finish(sl_worker *w) {
 }
 
 static void cleanup(wr_shared *S) {
-  if (S->tmp || S->fid >= 0) {
+  if (S->tmp || S->fid >= 0 || S->map) {
     sl__h5_lock();
+    unmap_output(S);
     drop_tmp(S);
     sl__h5_unlock();
   }

@@ -463,7 +463,9 @@ TEST(roundtrip_read_write) {
   const char *cut[] = {"/g/x", "chunks=10,70 compress=gzip", "out4.h5",
                        "/p piece=64KiB", "compress=none", "out5.h5",
                        "/p piece=64KiB", "compress=gzip shuffle=true", "out6.h5",
-                       "/p piece=64KiB", "chunks=100,300 compress=none", "out7.h5"};
+                       "/p piece=64KiB", "chunks=100,300 compress=none", "out7.h5",
+                       /* 1.7 MB chunks, edges on both axes: mapped output */
+                       "/p", "chunks=300,700 compress=none", "out8.h5"};
   for (size_t k = 0; k < sizeof cut / sizeof cut[0]; k += 3) {
     char *t = tf_asprintf("h5.read file=%s/src.h5 dataset=%s ! h5.write file=%s/%s "
                           "dataset=/c %s\n", dir, cut[k], dir, cut[k + 2], cut[k + 1]);
@@ -477,7 +479,8 @@ TEST(roundtrip_read_write) {
       "import h5py, numpy as np\n"
       "f = h5py.File('%s/src.h5','r')\n"
       "for name, src, chunks in [('out4.h5','g/x',(10,70)), ('out5.h5','p',(250,1000)),\n"
-      "                          ('out6.h5','p',(250,1000)), ('out7.h5','p',(100,300))]:\n"
+      "                          ('out6.h5','p',(250,1000)), ('out7.h5','p',(100,300)),\n"
+      "                          ('out8.h5','p',(300,700))]:\n"
       "  d = h5py.File('%s/'+name,'r')['c']\n"
       "  assert d.chunks == chunks, (name, d.chunks)\n"
       "  assert np.array_equal(d[()], f[src][()]), name\n",
@@ -526,7 +529,7 @@ TEST(roundtrip_read_write) {
       dir, dir);
   python(code);
   free(code);
-  ASSERT_EQ(dir_count(dir), 8); /* src, out..out7: no temporaries left */
+  ASSERT_EQ(dir_count(dir), 9); /* src, out..out8: no temporaries left */
   rm_tree(dir);
 }
 
@@ -733,11 +736,14 @@ TEST(write_failure_leaves_nothing) {
    * part at the end, or when 5 are open, before the count refuses the
    * file. At 1 to 4 threads, so that assemblies are taken in any order. */
   for (unsigned th = 1; th <= 4; th++) {
-    const char *chunks[] = {"100,37", "30,10", "1000,1"};
-    for (size_t k = 0; k < 3; k++) {
+    /* the last: one 296 kB uncompressed chunk, allocated at creation and
+     * mapped */
+    const char *params[] = {"chunks=100,37", "chunks=30,10", "chunks=1000,1",
+                            "chunks=1000,37 compress=none"};
+    for (size_t k = 0; k < 4; k++) {
       text = tf_asprintf("h5.read file=%s dataset=/gzip_shuffle_f8 ! "
-                         "h5.write file=%s/out.h5 dataset=/d chunks=%s\n", src, dir,
-                         chunks[k]);
+                         "h5.write file=%s/out.h5 dataset=/d %s\n", src, dir,
+                         params[k]);
       o = run_text(text, th);
       ASSERT_NE(o.rc, 0);
       ASSERT_CONTAINS(o.errors, "invalid zlib stream");
