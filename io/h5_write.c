@@ -97,7 +97,7 @@ typedef struct wr_shared {
   sl__h5_addr *addrs;  /* every chunk's place, by row-major chunk index */
   size_t naddrs;
   uint64_t grid[SL_MAX_DIMS];
-  uint64_t page;
+  uint64_t page, chunk_bytes;
 } wr_shared;
 
 #define MAX_ASM(workers) ((workers) + 1u)
@@ -242,6 +242,7 @@ static void map_output(wr_shared *S) {
   S->map_len = (size_t)(hi - lo);
   S->map_off = lo;
   S->page = page;
+  S->chunk_bytes = bytes;
 }
 
 /* Under the HDF5 lock (or once no worker runs): drops the mapping. */
@@ -463,32 +464,45 @@ static int write_locked(wr_shared *S, sl_worker *w, const sl_array_desc *a,
   return 0;
 }
 
+/* Where chunk c lies in the mapped output, or NULL when not mapped. */
+static unsigned char *mapped_chunk(const wr_shared *S, const sl_array_desc *c) {
+  if (!S->map) return NULL; /* set before the first item was let through */
+  uint64_t idx = 0;
+  for (uint32_t d = 0; d < c->ndim; d++) idx = idx * S->grid[d] + c->origin[d] / S->chunk[d];
+  const sl__h5_addr *at = sl__h5_addr_find(S->addrs, S->naddrs, idx);
+  return at ? S->map + (at->addr - S->map_off) : NULL;
+}
+
+/* Before writing [p, p+len) of the mapping: its pages in one call instead
+ * of a fault per page. */
+static void map_begin(const wr_shared *S, unsigned char *p, size_t len) {
+#ifdef MADV_POPULATE_WRITE
+  uintptr_t pg = (uintptr_t)S->page, b = (uintptr_t)p / pg * pg;
+  madvise((void *)b, (uintptr_t)p + len - b, MADV_POPULATE_WRITE);
+#else
+  (void)S, (void)p, (void)len;
+#endif
+}
+
+/* After: the whole pages written leave this process's mapping (they stay
+ * in the page cache, dirty; another worker writing next to them faults
+ * them back in), so the output does not count as this process's memory. */
+static void map_end(const wr_shared *S, unsigned char *p, size_t len) {
+  uintptr_t pg = (uintptr_t)S->page, b = ((uintptr_t)p + pg - 1) / pg * pg,
+            e = ((uintptr_t)p + len) / pg * pg;
+  if (e > b) madvise((void *)b, e - b, MADV_DONTNEED);
+}
+
 /* Stores chunk c (its encoded bytes) and counts its n elements: copied
  * into the mapped file outside every lock when the output is mapped, else
  * H5Dwrite_chunk under the locks. */
 static int store_chunk(wr_shared *S, sl_worker *w, const sl_array_desc *c,
                        const unsigned char *data, size_t len, uint64_t n) {
-  const sl__h5_addr *at = NULL;
-  if (S->map) { /* set before the first item was let through, never moved */
-    uint64_t idx = 0;
-    for (uint32_t d = 0; d < c->ndim; d++) idx = idx * S->grid[d] + c->origin[d] / S->chunk[d];
-    at = sl__h5_addr_find(S->addrs, S->naddrs, idx);
-    if (at && at->size != len) at = NULL;
-  }
+  unsigned char *at = len == S->chunk_bytes ? mapped_chunk(S, c) : NULL;
   if (at) {
-    unsigned char *dst = S->map + (at->addr - S->map_off);
-#ifdef MADV_POPULATE_WRITE
-    { /* one call instead of a fault per page */
-      uintptr_t pg = (uintptr_t)S->page, b = (uintptr_t)dst / pg * pg;
-      madvise((void *)b, (uintptr_t)dst + len - b, MADV_POPULATE_WRITE);
-    }
-#endif
-    memcpy(dst, data, len);
-    /* Unmap the copied pages (whole ones): they stay in the page cache,
-     * dirty, but no longer count as this process's memory. */
-    uintptr_t pg = (uintptr_t)S->page, b = ((uintptr_t)dst + pg - 1) / pg * pg,
-              e = ((uintptr_t)dst + len) / pg * pg;
-    if (e > b) madvise((void *)b, e - b, MADV_DONTNEED);
+    map_begin(S, at, len);
+    memcpy(at, data, len);
+    map_end(S, at, len);
   }
   pthread_mutex_lock(&S->mu);
   int rc = 0;
@@ -634,9 +648,9 @@ static int asm_add_box(wr_asm *m, const wr_box *b) {
 }
 
 /* Copies box b of item a (its elements packed in C order at data) into its
- * place in chunk c's buffer. */
-static void asm_copy(const wr_asm *m, const sl_array_desc *c, const sl_array_desc *a,
-                     const unsigned char *data, const wr_box *b) {
+ * place in chunk c, stored at dst_chunk in C order (c's clipped shape). */
+static void box_copy(unsigned char *dst_chunk, const sl_array_desc *c,
+                     const sl_array_desc *a, const unsigned char *data, const wr_box *b) {
   size_t es = sl_dtype_size(c->dtype);
   uint32_t nd = c->ndim;
   uint64_t cs[SL_MAX_DIMS], is[SL_MAX_DIMS], s = 1, t = 1, idx[SL_MAX_DIMS] = {0};
@@ -655,7 +669,7 @@ static void asm_copy(const wr_asm *m, const sl_array_desc *c, const sl_array_des
       dst += (b->origin[d] - c->origin[d] + i) * cs[d];
       src += (b->origin[d] - a->origin[d] + i) * is[d];
     }
-    memcpy(m->buf + dst * es, data + src * es, (size_t)(row * es));
+    memcpy(dst_chunk + dst * es, data + src * es, (size_t)(row * es));
     for (int d = (int)nd - 2; d >= 0; d--) {
       if (++idx[d] < b->shape[d]) break;
       idx[d] = 0;
@@ -676,7 +690,7 @@ static int assemble_box(wr_shared *S, sl_worker *w, wr_local *L, const sl_array_
   if (rc < 0) S->broken = true;
   pthread_mutex_unlock(&S->mu);
   if (rc < 0) return rc;
-  asm_copy(m, c, a, data, b);
+  box_copy(m->buf, c, a, data, b);
   pthread_mutex_lock(&S->mu);
   m->users--;
   m->filled += n;
