@@ -824,13 +824,15 @@ static const sl_param_def rd_params_table[] = {
      1073741824.0, NULL, "bytes per item for datasets that are not chunked "
      "(whole rows along the first axis)"},
     {"mmap", SL_PARAM_BOOL, offsetof(rd_params, mmap), "true", 0, 0, NULL,
-     "map stored chunks of 256 KiB or more straight from the file (no copy; "
-     "the file must not be truncated while it is read); false: copy them "
-     "through libhdf5"},
+     "read stored chunks of 256 KiB or more straight from the file (mapped, "
+     "or pread for pieces; the file must not be truncated while it is "
+     "read); false: copy them through libhdf5"},
     {"piece", SL_PARAM_SIZE, offsetof(rd_params, piece), "256KiB", 0,
      1073741824.0, NULL, "mapped unfiltered chunks larger than this go out in "
      "pieces of whole rows of about this size, so that the stages after "
-     "h5.decode find them in the core's cache; 0: whole chunks"},
+     "h5.decode find them in the core's cache; 0: whole chunks (cheaper when "
+     "the arrays are written back with h5.write, which must put pieces "
+     "together again)"},
     SL_PARAM_END,
 };
 
