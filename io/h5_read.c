@@ -827,7 +827,7 @@ static const sl_param_def rd_params_table[] = {
      "read stored chunks of 256 KiB or more straight from the file (mapped, "
      "or pread for pieces; the file must not be truncated while it is "
      "read); false: copy them through libhdf5"},
-    {"piece", SL_PARAM_SIZE, offsetof(rd_params, piece), "256KiB", 0,
+    {"piece", SL_PARAM_SIZE, offsetof(rd_params, piece), "512KiB", 0,
      1073741824.0, NULL, "mapped unfiltered chunks larger than this go out in "
      "pieces of whole rows of about this size, so that the stages after "
      "h5.decode find them in the core's cache; 0: whole chunks (cheaper when "

@@ -574,7 +574,7 @@ TEST(mapped_chunks) {
       {"/be", "piece=0", 6, 6, 0},              /* swapped, edge chunks clipped */
       {"/gz", "piece=64KiB", 2, 2, 0},          /* filtered: never cut */
       {"/sparse", "piece=0", 4, 4, 2},          /* two chunks never written */
-      {"/le", "", 38, 5, 0}, /* 256 KiB: 8 rows, 8 a chunk, 6 of the edge one */
+      {"/le", "", 19, 5, 0}, /* 512 KiB: 16 rows, 4 a chunk, 3 of the edge one */
       /* pieces of 2 rows: 32 per chunk, 22 of the 44-row edge chunk */
       {"/le", "piece=64KiB", 150, 5, 0},
       /* 3 rows: 22 per chunk, the last of 1 row; 15 of the edge chunk, the
