@@ -19,9 +19,10 @@
  * the file (mmap, private, pages populated up front), then decoded as
  * RAW; when the view case applies the output is a view of the mapping
  * itself (a foreign block that unmaps at its last release), so unfiltered
- * data goes from the page cache to the next stage with no copy. The file is opened by name (h5.file) and must
- * be the one h5.read opened (same device and inode) and still hold the
- * chunk; each worker keeps its last file open.
+ * data goes from the page cache to the next stage with no copy. Either
+ * way the file is opened by name (h5.file) and must be the one h5.read
+ * opened (same device and inode) and still hold the chunk; each worker
+ * keeps its last file open.
  *
  * The input is checked before use (it is BYTES, which anything could
  * produce): magic, mode, rank, dtypes, shapes within extents, sizes.
@@ -406,7 +407,7 @@ static int chunk_file(dec_local *L, const sl_item *in, const sl__h5_chunk *h) {
     if (L->fd >= 0) close(L->fd);
     L->fd = open(f, O_RDONLY | O_CLOEXEC);
     if (L->fd < 0)
-      return derr(L, "cannot open the file again to map the chunk: %s",
+      return derr(L, "cannot open the file again to read the chunk: %s",
                   sl__io_strerror(errno, eb, sizeof eb));
     struct stat st;
     if (fstat(L->fd, &st) < 0 || (uint64_t)st.st_dev != h->file_dev ||
@@ -502,6 +503,18 @@ static int map_view_out(const sl_item *in, const sl__h5_chunk *h, void **base,
   return 0;
 }
 
+/* Ends an output decoded into its own block: described on success,
+ * dropped on failure. @return rc. */
+static int finish_out(sl_item **out, const sl__h5_chunk *h, int rc) {
+  if (rc < 0) {
+    sl_item_destroy(*out);
+    *out = NULL;
+    return rc;
+  }
+  set_desc(*out, h);
+  return 0;
+}
+
 static bool native_big(void) {
   const uint16_t one = 1;
   unsigned char b;
@@ -531,13 +544,7 @@ static int decode(sl_worker *w, dec_local *L, const sl_item *in,
     /* Whole, unfiltered and native: read straight into the output. */
     if (full && !swap && h->out == h->src && h->nfilters == 0 && len == n * ds) {
       if ((rc = alloc_out(w, in, n * ds, out, &dst)) < 0) return rc;
-      if ((rc = read_chunk(L, in, h, dst)) < 0) {
-        sl_item_destroy(*out);
-        *out = NULL;
-        return rc;
-      }
-      set_desc(*out, h);
-      return 0;
+      return finish_out(out, h, read_chunk(L, in, h, dst));
     }
     if ((rc = grow(L, 2, len)) < 0 || (rc = read_chunk(L, in, h, L->buf[2])) < 0)
       return rc;
@@ -559,13 +566,7 @@ static int decode(sl_worker *w, dec_local *L, const sl_item *in,
     rc = unfilter(L, h, chunk_elems * ss, dst, &data, &len);
     if (into) { /* decoded into dst, or failed */
       if (map) munmap(map, map_len);
-      if (rc < 0) {
-        sl_item_destroy(*out);
-        *out = NULL;
-        return rc;
-      }
-      set_desc(*out, h);
-      return 0;
+      return finish_out(out, h, rc);
     }
     if (rc == 0 && full && !swap && h->out == h->src && data == stored) {
       if (h->mode == SL__H5_RAW) return view_out(in, h, out);
@@ -592,13 +593,7 @@ static int decode(sl_worker *w, dec_local *L, const sl_item *in,
     for (uint64_t i = 1; rc == 0 && i < n; i++) memcpy(dst + i * ds, dst, ds);
   }
   if (map) munmap(map, map_len);
-  if (rc < 0) {
-    sl_item_destroy(*out);
-    *out = NULL;
-    return rc;
-  }
-  set_desc(*out, h);
-  return 0;
+  return finish_out(out, h, rc);
 }
 
 /* ---------------------------------------------------------------------- */

@@ -81,7 +81,6 @@ typedef struct reader {
   uint64_t at[SL_MAX_DIMS]; /* current tile coordinates */
   uint64_t tile_bytes;      /* RAW: decoded bytes of a full chunk */
   uint64_t total, seq;
-  uint64_t tile_index; /* of the current tile in row-major order */
   uint64_t prow;       /* pieces: rows of axis 0 per item (0: whole tiles) */
   uint64_t piece;      /* pieces: the current one within the tile */
   sl__h5_addr *addrs; /* MAPPED: every stored chunk, by tile; else NULL */
@@ -595,7 +594,9 @@ static uint64_t max_stored(const reader *R) {
 
 /* The current tile from R->addrs: MAPPED, or FILL when never written. */
 static int mapped_item(reader *R, sl_item **out) {
-  const sl__h5_addr *c = sl__h5_addr_find(R->addrs, R->naddrs, R->tile_index);
+  uint64_t tile = 0; /* row-major index of R->at, as the list keys it */
+  for (uint32_t d = 0; d < R->ndim; d++) tile = tile * R->grid[d] + R->at[d];
+  const sl__h5_addr *c = sl__h5_addr_find(R->addrs, R->naddrs, tile);
   if (!c || c->size == 0) return fill_item(R, out);
   sl__h5_chunk *h;
   int rc = new_item(R, SL__H5_MAPPED, 0, out, &h);
@@ -711,7 +712,6 @@ static void advance(reader *R) {
   R->seq++;
   if (R->prow && ++R->piece * R->prow < valid_rows(R, R->at[0])) return;
   R->piece = 0;
-  R->tile_index++;
   for (int d = (int)R->ndim - 1; d >= 0; d--) {
     if (++R->at[d] < R->grid[d]) return;
     R->at[d] = 0;
