@@ -1,11 +1,10 @@
 /*
  * h5_chunks.c -- where a chunked dataset's stored chunks lie in its file,
- * for h5.read (which maps them instead of copying them).
- *
- * (Tried for h5.write too: allocating the dataset early and writing its
- * chunks with pwrite from every worker made h5_map.pipe slower, 1.7-2.3 s
- * against 1.0-2.0 s through H5Dwrite_chunk: writes into one file do not
- * run in parallel, and early allocation costs.)
+ * for h5.read (which reads or maps them instead of copying them through
+ * libhdf5) and h5.write (which copies uncompressed chunks into a mapping
+ * of its output; pwrite from every worker was slower than H5Dwrite_chunk,
+ * 1.7-2.3 s against 1.0-2.0 s: buffered writes into one file do not run
+ * in parallel, where page faults on a shared mapping do).
  *
  * libhdf5 1.10 has no walk over a chunk index, only H5Dget_chunk_info(i),
  * which itself walks the index up to chunk i: listing n chunks costs n^2/2

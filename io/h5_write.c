@@ -190,7 +190,6 @@ static int choose_chunks(wr_shared *S, sl_worker *w, const sl_item *it) {
   return 0;
 }
 
-/* Under mu: the first item's shape and type create the dataset. */
 static bool unfiltered(const wr_shared *S) {
   return S->p->compress != 0 && !S->p->shuffle;
 }
@@ -254,6 +253,7 @@ static void unmap_output(wr_shared *S) {
   S->naddrs = 0;
 }
 
+/* Under mu: the first item's shape and type create the dataset. */
 static int start_array(wr_shared *S, sl_worker *w, const sl_item *it) {
   const sl_array_desc *a = &it->payload.u.array;
   S->dtype = a->dtype;
@@ -439,25 +439,18 @@ static int encode_chunk(wr_shared *S, sl_worker *w, wr_local *L, const sl_array_
   return 0;
 }
 
-/* Under mu: writes one item's elements. */
+/* Under mu: writes chunk a (its len encoded bytes) with H5Dwrite_chunk,
+ * or a scalar's one element (a->ndim == 0: every array with elements is
+ * chunked, see start_array). */
 static int write_locked(wr_shared *S, sl_worker *w, const sl_array_desc *a,
-                        const unsigned char *data, bool direct, size_t len) {
+                        const unsigned char *data, size_t len) {
   char eb[400];
-  hsize_t off[SL_MAX_DIMS], cnt[SL_MAX_DIMS];
-  for (uint32_t d = 0; d < a->ndim; d++) off[d] = a->origin[d], cnt[d] = a->shape[d];
+  hsize_t off[SL_MAX_DIMS];
+  for (uint32_t d = 0; d < a->ndim; d++) off[d] = a->origin[d];
   sl__h5_lock();
-  herr_t e;
-  if (direct) {
-    e = H5Dwrite_chunk(S->did, H5P_DEFAULT, 0, off, len, data);
-  } else if (a->ndim == 0) {
-    e = H5Dwrite(S->did, sl__h5_native(S->dtype), H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
-  } else {
-    hid_t fs = H5Dget_space(S->did), ms = H5Screate_simple((int)a->ndim, cnt, NULL);
-    e = fs < 0 || ms < 0 ? -1 : H5Sselect_hyperslab(fs, H5S_SELECT_SET, off, NULL, cnt, NULL);
-    if (e >= 0) e = H5Dwrite(S->did, sl__h5_native(S->dtype), ms, fs, H5P_DEFAULT, data);
-    if (fs >= 0) H5Sclose(fs);
-    if (ms >= 0) H5Sclose(ms);
-  }
+  herr_t e = a->ndim ? H5Dwrite_chunk(S->did, H5P_DEFAULT, 0, off, len, data)
+                     : H5Dwrite(S->did, sl__h5_native(S->dtype), H5S_ALL, H5S_ALL,
+                                H5P_DEFAULT, data);
   if (e < 0) sl__h5_error_text(eb, sizeof eb, "unknown error");
   sl__h5_unlock();
   if (e < 0) return sl_worker_errorf(w, "%s: write failed: %s", S->p->file, eb);
@@ -474,14 +467,18 @@ static unsigned char *mapped_chunk(const wr_shared *S, const sl_array_desc *c) {
 }
 
 /* Before writing [p, p+len) of the mapping: its pages in one call instead
- * of a fault per page. */
-static void map_begin(const wr_shared *S, unsigned char *p, size_t len) {
+ * of a fault per page, and a failure (the file cut short by someone else,
+ * an I/O error) as an error here rather than SIGBUS in the copy.
+ * @return 0 or an errno (EINVAL: a kernel before 5.14, nothing done). */
+static int map_begin(const wr_shared *S, unsigned char *p, size_t len) {
 #ifdef MADV_POPULATE_WRITE
   uintptr_t pg = (uintptr_t)S->page, b = (uintptr_t)p / pg * pg;
-  madvise((void *)b, (uintptr_t)p + len - b, MADV_POPULATE_WRITE);
+  if (madvise((void *)b, (uintptr_t)p + len - b, MADV_POPULATE_WRITE) != 0 && errno != EINVAL)
+    return errno;
 #else
   (void)S, (void)p, (void)len;
 #endif
+  return 0;
 }
 
 /* After: the whole pages written leave this process's mapping (they stay
@@ -499,15 +496,20 @@ static void map_end(const wr_shared *S, unsigned char *p, size_t len) {
 static int store_chunk(wr_shared *S, sl_worker *w, const sl_array_desc *c,
                        const unsigned char *data, size_t len, uint64_t n) {
   unsigned char *at = len == S->chunk_bytes ? mapped_chunk(S, c) : NULL;
-  if (at) {
-    map_begin(S, at, len);
+  int err = at ? map_begin(S, at, len) : 0;
+  if (at && !err) {
     memcpy(at, data, len);
     map_end(S, at, len);
   }
   pthread_mutex_lock(&S->mu);
   int rc = 0;
+  char eb[128];
   if (S->broken) rc = sl_worker_errorf(w, "%s: not written: an earlier item failed", S->p->file);
-  if (rc == 0 && !at) rc = write_locked(S, w, c, data, true, len);
+  else if (err)
+    rc = sl_worker_errorf(w, "%s: cannot write %zu bytes of its temporary at offset %" PRIu64
+                          ": %s", S->p->file, len, (uint64_t)(at - S->map) + S->map_off,
+                          sl__io_strerror(err, eb, sizeof eb));
+  if (rc == 0 && !at) rc = write_locked(S, w, c, data, len);
   if (rc == 0) S->written += n;
   if (rc < 0) S->broken = true;
   pthread_mutex_unlock(&S->mu);
@@ -791,15 +793,16 @@ static int write_array(wr_shared *S, sl_worker *w, wr_local *L, const sl_item *i
   rc = item_data(w, L, in, 0, &data);
   if (rc < 0) return rc;
   uint64_t n = elems_of(a);
-  bool direct = n > 0 && chunk_aligned(S, a);
-  if (!direct && n > 0 && S->chunked) return assemble(S, w, L, a, data);
-  size_t len = 0;
-  if (direct) rc = encode_chunk(S, w, L, a, data, &data, &len);
-  if (rc < 0) return rc;
-  if (direct) return store_chunk(S, w, a, data, len, n);
+  if (n > 0 && S->chunked) {
+    if (!chunk_aligned(S, a)) return assemble(S, w, L, a, data);
+    size_t len = 0;
+    rc = encode_chunk(S, w, L, a, data, &data, &len);
+    return rc < 0 ? rc : store_chunk(S, w, a, data, len, n);
+  }
+  /* A scalar's one element, or an empty array: nothing to write. */
   pthread_mutex_lock(&S->mu);
   if (S->broken) rc = sl_worker_errorf(w, "%s: not written: an earlier item failed", S->p->file);
-  if (rc == 0 && n) rc = write_locked(S, w, a, data, direct, len);
+  if (rc == 0 && n) rc = write_locked(S, w, a, data, 0);
   if (rc == 0) S->written += n;
   if (rc < 0) S->broken = true;
   pthread_mutex_unlock(&S->mu);
