@@ -34,7 +34,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__x86_64__) || defined(__i386__)
+#if defined(__SSE2__) /* every x86-64; AVX2 is chosen at run time */
 #include <immintrin.h>
 #define HAVE_X86 1
 #endif
@@ -52,8 +52,8 @@ typedef struct kctx {
   bool simd_bins;   /* step > 0, nbins < 2^31: hist_block bins in batches */
   int simd;         /* binning kernel level (SL__RSIMD_*), chosen per fold */
   uint64_t *sub;    /* SL__RSUB * (nbins + 1) counts, or NULL */
-  uint64_t *counts; /* where the current run counts: sub or the cell's h */
-  uint32_t stride;  /* counts between the copies in `counts` (0: one copy) */
+  uint32_t stride;  /* the current run counts into sub, copies this far
+                       apart; 0: straight into the cell's histogram */
 } kctx;
 
 static void kctx_init(kctx *k, const sl__rpart *p) {
@@ -200,8 +200,8 @@ static void hist_block(const kctx *k, uint64_t *h, const double *v, size_t m) {
   else if (k->simd == SL__RSIMD_SSE2) j = bins_sse2(k, v, m, b);
 #endif
   if (j < m) bins_scalar(k, v + j, m - j, b + j);
-  uint64_t *c = k->counts;
   if (k->stride) { /* nbins + 1 counts per copy: the last one takes "outside" */
+    uint64_t *c = k->sub;
     uint64_t *c1 = c + k->stride, *c2 = c1 + k->stride, *c3 = c2 + k->stride;
     for (j = 0; j + 4 <= m; j += 4) {
       c[b[j]]++;
@@ -390,13 +390,10 @@ static void fold_run(const kctx *kc, sl_dtype t, sl__rcell *c, uint64_t *h,
                      void *buf) {
   kctx run = *kc, *k = &run;
   size_t width = (size_t)k->nbins + 1;
+  k->stride = 0;
   if (h && k->sub && n >= 8 * width) { /* long enough to pay for the copies */
-    k->counts = k->sub;
     k->stride = (uint32_t)width;
     memset(k->sub, 0, SL__RSUB * width * sizeof *k->sub);
-  } else {
-    k->counts = h;
-    k->stride = 0;
   }
   bool direct = stride == 8 && (t == SL_DT_F64 || t == SL_DT_I64 || t == SL_DT_U64) &&
                 ((uintptr_t)src % 8) == 0;
