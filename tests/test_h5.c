@@ -536,11 +536,12 @@ TEST(roundtrip_read_write) {
 /* ====================================================================== */
 /* unit: chunks mapped from the file                                       */
 
-/* Chunks of 256 KiB and more are mapped, not copied: values must be those
- * numpy wrote, whatever path a chunk takes from the mapping (a view for
- * whole native unfiltered chunks; edge chunks clipped, big-endian swapped,
- * gzip/shuffle/fletcher32 decoded, dtype= converted; unwritten chunks
- * filled), and the same with mmap=false. */
+/* Chunks of 256 KiB and more are read from the file, not through libhdf5
+ * (mapped, or cut into pieces read with pread): values must be those numpy
+ * wrote, whatever path a chunk takes (a view of the mapping for whole
+ * native unfiltered chunks; pieces of any row count; edge chunks clipped,
+ * big-endian swapped, gzip/shuffle/fletcher32 decoded, dtype= converted;
+ * unwritten chunks filled), and the same with mmap=false. */
 TEST(mapped_chunks) {
   char *dir = make_tmpdir();
   char *code = tf_asprintf(
