@@ -50,7 +50,8 @@ typedef struct kctx {
   double lo, hi, norm, step;
   bool need_sum, need_var, need_min, need_max;
   bool simd_bins;   /* step > 0, nbins < 2^31: hist_block bins in batches */
-  int simd;         /* binning kernel level (SL__RSIMD_*), chosen per fold */
+  int simd;         /* kernel level (SL__RSIMD_*) of the lanes and the bins,
+                       chosen per fold */
   uint64_t *sub;    /* SL__RSUB * (nbins + 1) counts, or NULL */
   uint32_t stride;  /* the current run counts into sub, copies this far
                        apart; 0: straight into the cell's histogram */
@@ -240,10 +241,58 @@ static inline void chan_add(sl__rcell *c, uint64_t m, double mb, double m2b) {
 
 /* ---- one block per class --------------------------------------------- */
 
+#ifdef HAVE_X86
+/* The lanes of block_f on 4 doubles per instruction (AVX2 machines): the
+ * sum in its 8 lanes exactly as the scalar loop adds them (element j+q into
+ * lane q, j a multiple of 8), so the block sum is bit-identical; with ext,
+ * the extremes too. Returns how many elements it took (a multiple of 8). */
+__attribute__((target("avx2"))) static size_t lanes_avx2(const double *v, size_t m, bool ext,
+                                                          double *l, double *mn, double *mx) {
+  __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
+  __m256d n0 = _mm256_set1_pd(INFINITY), n1 = n0;
+  __m256d x0 = _mm256_set1_pd(-INFINITY), x1 = x0;
+  size_t j = 0;
+  if (ext)
+    for (; j + 8 <= m; j += 8) {
+      __m256d a = _mm256_loadu_pd(v + j), b = _mm256_loadu_pd(v + j + 4);
+      s0 = _mm256_add_pd(s0, a);
+      s1 = _mm256_add_pd(s1, b);
+      n0 = _mm256_min_pd(a, n0);
+      n1 = _mm256_min_pd(b, n1);
+      x0 = _mm256_max_pd(a, x0);
+      x1 = _mm256_max_pd(b, x1);
+    }
+  else
+    for (; j + 8 <= m; j += 8) {
+      s0 = _mm256_add_pd(s0, _mm256_loadu_pd(v + j));
+      s1 = _mm256_add_pd(s1, _mm256_loadu_pd(v + j + 4));
+    }
+  _mm256_storeu_pd(l, s0);
+  _mm256_storeu_pd(l + 4, s1);
+  _mm256_storeu_pd(mn, _mm256_min_pd(n0, n1));
+  _mm256_storeu_pd(mx, _mm256_max_pd(x0, x1));
+  return j;
+}
+#endif
+
+static inline double min2(double a, double b) { return a < b ? a : b; }
+static inline double max2(double a, double b) { return a > b ? a : b; }
+
+/* Doubles: the sum in 8 lanes (numpy's pairwise leaves), the extremes in 4
+ * (no lane ever holds NaN: a < b is false for it, so the lane keeps its
+ * value). Which lane an extreme lands in does not matter: the block's
+ * extreme is a value, and what the cell keeps is the first element equal
+ * to it, so every kernel level gives the same cell. */
 static void block_f(const kctx *k, sl__rcell *c, uint64_t *h, const double *v,
                     size_t m, uint64_t i0) {
   double l[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  size_t j = 0;
+  double mn[4] = {INFINITY, INFINITY, INFINITY, INFINITY};
+  double mx[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+  bool ext = k->need_min || k->need_max;
+  size_t j = 0, je = 0; /* the sum's and the extremes' next element */
+#ifdef HAVE_X86
+  if (k->simd == SL__RSIMD_AVX2) j = je = lanes_avx2(v, m, ext, l, mn, mx);
+#endif
   for (; j + 8 <= m; j += 8)
     for (int q = 0; q < 8; q++) l[q] += v[j + q];
   for (int q = 0; j < m; j++, q++) l[q] += v[j];
@@ -262,38 +311,38 @@ static void block_f(const kctx *k, sl__rcell *c, uint64_t *h, const double *v,
     for (int q = 0; j < m; j++, q++) d[q] += (v[j] - mb) * (v[j] - mb);
     chan_add(c, m, mb, (d[0] + d[1]) + (d[2] + d[3]));
   }
-  if (k->need_min || k->need_max) {
-    double mn[4] = {INFINITY, INFINITY, INFINITY, INFINITY};
-    double mx[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
-    j = 0;
+  if (ext) {
+    j = je;
 #ifdef HAVE_X86
     /* minpd(a, b) is exactly a < b ? a : b, NaN included (compilers keep
-     * the scalar loop below scalar for that reason); same lanes. */
-    __m128d n01 = _mm_loadu_pd(mn), n23 = _mm_loadu_pd(mn + 2);
-    __m128d x01 = _mm_loadu_pd(mx), x23 = _mm_loadu_pd(mx + 2);
-    for (; j + 4 <= m; j += 4) {
-      __m128d a = _mm_loadu_pd(v + j), b = _mm_loadu_pd(v + j + 2);
-      n01 = _mm_min_pd(a, n01);
-      n23 = _mm_min_pd(b, n23);
-      x01 = _mm_max_pd(a, x01);
-      x23 = _mm_max_pd(b, x23);
+     * the scalar loop below scalar for that reason). */
+    if (k->simd != SL__RSIMD_SCALAR) {
+      __m128d n01 = _mm_loadu_pd(mn), n23 = _mm_loadu_pd(mn + 2);
+      __m128d x01 = _mm_loadu_pd(mx), x23 = _mm_loadu_pd(mx + 2);
+      for (; j + 4 <= m; j += 4) {
+        __m128d a = _mm_loadu_pd(v + j), b = _mm_loadu_pd(v + j + 2);
+        n01 = _mm_min_pd(a, n01);
+        n23 = _mm_min_pd(b, n23);
+        x01 = _mm_max_pd(a, x01);
+        x23 = _mm_max_pd(b, x23);
+      }
+      _mm_storeu_pd(mn, n01);
+      _mm_storeu_pd(mn + 2, n23);
+      _mm_storeu_pd(mx, x01);
+      _mm_storeu_pd(mx + 2, x23);
     }
-    _mm_storeu_pd(mn, n01);
-    _mm_storeu_pd(mn + 2, n23);
-    _mm_storeu_pd(mx, x01);
-    _mm_storeu_pd(mx + 2, x23);
 #endif
     for (; j + 4 <= m; j += 4)
       for (int q = 0; q < 4; q++) {
-        mn[q] = v[j + q] < mn[q] ? v[j + q] : mn[q];
-        mx[q] = v[j + q] > mx[q] ? v[j + q] : mx[q];
+        mn[q] = min2(v[j + q], mn[q]);
+        mx[q] = max2(v[j + q], mx[q]);
       }
     for (int q = 0; j < m; j++, q++) {
-      mn[q] = v[j] < mn[q] ? v[j] : mn[q];
-      mx[q] = v[j] > mx[q] ? v[j] : mx[q];
+      mn[q] = min2(v[j], mn[q]);
+      mx[q] = max2(v[j], mx[q]);
     }
-    double bmn = fmin(fmin(mn[0], mn[1]), fmin(mn[2], mn[3]));
-    double bmx = fmax(fmax(mx[0], mx[1]), fmax(mx[2], mx[3]));
+    double bmn = min2(min2(mn[0], mn[1]), min2(mn[2], mn[3]));
+    double bmx = max2(max2(mx[0], mx[1]), max2(mx[2], mx[3]));
     bool any = !(bmn == INFINITY && bmx == -INFINITY); /* a non-NaN value */
     if (any && (c->imin == SL__RNONE || bmn < c->min.f)) {
       for (j = 0; v[j] != bmn; j++) {
@@ -512,8 +561,8 @@ int sl__rchunk_fold(sl__rpart *p, const sl_array_desc *a, const void *data,
   if (!scratch->buf && !(scratch->buf = malloc(BLK * 8))) return SL_ENOMEM;
   kctx k;
   kctx_init(&k, p);
+  k.simd = simd_level();
   if (k.simd_bins) {
-    k.simd = simd_level();
     size_t want = SL__RSUB * ((size_t)k.nbins + 1);
     if (k.nbins <= SUB_MAX_BINS && scratch->sub_cap < want) {
       free(scratch->sub);

@@ -340,7 +340,7 @@ TEST(reduce_vs_numpy) {
  * ====================================================================== */
 
 typedef struct arr_params {
-  int64_t rows, cols, chunk, seed, perm;
+  int64_t rows, cols, chunk, seed, perm, specials;
 } arr_params;
 
 typedef struct arr_local {
@@ -402,6 +402,14 @@ static int arr_produce(sl_worker *w, sl_item **out) {
   for (uint64_t r = 0; r < nr; r++)
     for (uint64_t c = 0; c < (uint64_t)p->cols; c++)
       v[r * (uint64_t)p->cols + c] = elem(p->seed, r0 + r, c);
+  for (uint64_t j = 0; p->specials && j < nr * (uint64_t)p->cols; j++) {
+    uint64_t g = r0 * (uint64_t)p->cols + j; /* flat index in the array */
+    if (g % 97 == 5 || (g >= 4000 && g < 4300)) v[j] = NAN; /* a NaN-only stretch too */
+    else if (g % 89 == 3) v[j] = -0.0;
+    else if (g % 83 == 7) v[j] = 0.0;
+    else if (g % 1009 == 11) v[j] = INFINITY;
+    else if (g % 1013 == 12) v[j] = -INFINITY;
+  }
   sl_item_set_block(it, SL_KIND_ARRAY, b, 0, size);
   sl_array_desc *a = &it->payload.u.array;
   memset(a, 0, sizeof *a);
@@ -431,6 +439,8 @@ static const sl_param_def arr_params_def[] = {
     {"seed", SL_PARAM_INT, offsetof(arr_params, seed), "1", 0, 1e9, NULL, "data seed"},
     {"perm", SL_PARAM_INT, offsetof(arr_params, perm), "0", 0, 1e9, NULL,
      "0: chunks in order; else the seed of a permutation"},
+    {"specials", SL_PARAM_INT, offsetof(arr_params, specials), "0", 0, 1, NULL,
+     "1: NaN, signed zeros and infinities among the values"},
     SL_PARAM_END};
 
 static const sl_stage_def t_arr = {
@@ -478,6 +488,36 @@ TEST(reduce_deterministic_order_threads) {
   check_deterministic("rows=2000 cols=7 chunk=13", "none", false);
   check_deterministic("rows=2000 cols=7 chunk=13", "0", true);
   check_deterministic("rows=300 cols=9 chunk=7", "1", true);
+}
+
+/* The scalar, SSE2 and AVX2 kernels give the very same bytes: sums keep
+ * their lanes, extremes and their first indices do not depend on the lane
+ * that found them, NaN is found where it first is (odd lengths leave tails
+ * of every size; signed zeros, infinities and a NaN-only stretch too). */
+TEST(reduce_kernels_bit_identical) {
+  char dir[] = "/tmp/sluice-reduce-simd-XXXXXX";
+  make_dir(dir);
+  const char *ops = "count,sum,mean,var,std,min,max,argmin,argmax,hist(13,-100,300)";
+  const char *arrs[] = {"t.arr rows=3000 cols=37 chunk=29 specials=1",
+                        "t.arr rows=3000 cols=37 chunk=29",
+                        "t.arr rows=500 cols=1000 chunk=3 specials=1"};
+  const char *axes[] = {"none", "0", "1"};
+  for (size_t i = 0; i < sizeof arrs / sizeof *arrs; i++)
+    for (size_t x = 0; x < 3; x++) {
+      size_t n0, n;
+      sl__reduce_simd_cap(SL__RSIMD_SCALAR);
+      char *want = reduce_bytes(dir, arrs[i], ops, axes[x], 2, &n0);
+      for (int cap = SL__RSIMD_SSE2; cap <= SL__RSIMD_AVX2; cap++) {
+        sl__reduce_simd_cap(cap);
+        char *got = reduce_bytes(dir, arrs[i], ops, axes[x], 2, &n);
+        if (n != n0 || memcmp(got, want, n) != 0)
+          SL__FAIL("%s axis=%s: kernel level %d differs from scalar", arrs[i], axes[x], cap);
+        free(got);
+      }
+      free(want);
+    }
+  sl__reduce_simd_cap(SL__RSIMD_AVX2);
+  remove_tree(dir);
 }
 
 /* Many tiny chunks (one row of 4 values each), 4 threads, reordered. */
@@ -646,6 +686,7 @@ TEST(reduce_errors) {
 static const sl_test_case cases[] = {
     SL_CASE(reduce_vs_numpy, "unit"),
     SL_CASE(reduce_deterministic_order_threads, "unit"),
+    SL_CASE(reduce_kernels_bit_identical, "unit"),
     SL_CASE(reduce_stress_tiny_chunks, "stress"),
     SL_CASE(partials_grouping_and_pack, "unit"),
     SL_CASE(reduce_errors, "unit"),
