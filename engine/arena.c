@@ -13,11 +13,18 @@
  * slot in `segs`; a freed slot is reused, so ids stay small. Anything meant
  * for another process names a block by (segment id, offset), never pointers.
  *
- * Regular segments (segment_bytes, default 64 MiB) hold many blocks; a block
- * bigger than a quarter of that gets a dedicated segment. One empty regular
- * segment is kept as a spare (so an alloc/free rhythm around a boundary does
- * not create and destroy 64 MiB each time); further segments that become
- * empty are unmapped so RSS falls back.
+ * Regular segments hold many blocks; a block bigger than a quarter of
+ * segment_bytes (default 64 MiB) gets a dedicated segment. Regular segments
+ * grow geometrically: the first is 4 MiB (or segment_bytes if smaller), each
+ * one created after it twice the last (or as many doublings as the block
+ * that needs it takes), up to segment_bytes. Reserving a segment zeroes all
+ * of it (~0.5 ms a MiB here), and it is made before the pipeline starts:
+ * a 64 MiB first segment cost every run ~30 ms (two-pass jobs twice) for
+ * memory that most runs never touch. One empty regular segment is kept as
+ * a spare (so an alloc/free rhythm around a boundary does not create and
+ * destroy a segment each time); further segments that become empty are
+ * unmapped so RSS falls back, and an empty spare too small for a request
+ * is replaced by the bigger segment made for it.
  *
  * Fresh memory is slow, reused memory is fast. Measured on a 2-core VM
  * (tmpfs /dev/shm, 4 KiB pages): writing 256 MiB of a fresh mapping page
@@ -28,8 +35,7 @@
  *  - Segments created while allocating are mapped with MAP_POPULATE. This
  *    costs no memory (posix_fallocate already allocated every page), only
  *    page tables. The first regular segment, made in sl_arena_create, is
- *    not: small runs never touch most of it, and populating 64 MiB would
- *    add ~30 ms to every arena.
+ *    not: small runs never touch most of it.
  *  - A dedicated segment whose block dies is kept in a small cache (FIFO,
  *    at most SEG_CACHE_MAX segments and min(budget/2, SEG_CACHE_CAP) bytes;
  *    the oldest go first) and handed to a later large block: best fit among
@@ -60,7 +66,7 @@
  * neighbours (doubly linked in address order), so fragmentation stays low.
  * Everything is a few pointer moves, which keeps the critical section short
  * enough for ~1M small allocations a second from several threads under one
- * mutex. Slow work -- creating a segment (fallocate zeroes 64 MiB), unmapping
+ * mutex. Slow work -- creating a segment (fallocate zeroes all of it), unmapping
  * or trimming one -- happens with the mutex released.
  *
  * Budget. in_use is the sum of live chunk sizes (sizes rounded up to 64
@@ -119,6 +125,7 @@
 #define NODE_CACHE_MAX 4096u
 #define DEFAULT_BUDGET ((uint64_t)1 << 30)
 #define DEFAULT_SEGMENT ((uint64_t)64 << 20)
+#define FIRST_SEGMENT ((uint64_t)4 << 20) /* regular ones double from here */
 #define MAX_SEGMENT ((uint64_t)1 << 56)
 #define SEG_CACHE_MAX 8u                   /* cached dedicated segments */
 #define SEG_CACHE_CAP ((uint64_t)1 << 30) /* cached bytes (and <= budget/2) */
@@ -158,6 +165,7 @@ struct sl_arena {
   pthread_cond_t budget_cv; /* in_use fell, the queue moved, or cancel */
   pthread_cond_t grow_cv;   /* a segment creation finished */
   uint64_t budget, seg_bytes, page;
+  uint64_t next_seg; /* size of the next regular segment (<= seg_bytes) */
   uint64_t in_use, peak, wait_ns;
   uint64_t next_ticket, serving; /* FIFO order of budget waiters */
   size_t nwaiting;    /* in the FIFO queue */
@@ -625,10 +633,36 @@ static int budget_reserve(sl_arena *a, uint64_t cost, alloc_mode mode) {
 
 /* ---- allocation ------------------------------------------------------ */
 
+/* The size of the regular segment to create for a chunk of `cost` bytes
+ * (at most seg_bytes / 4): next_seg, doubled until it holds the chunk with
+ * room to spare, at most seg_bytes. Locked. */
+static uint64_t regular_size(const sl_arena *a, uint64_t cost) {
+  uint64_t size = a->next_seg;
+  while (size < 2 * cost && size < a->seg_bytes) size *= 2;
+  return size < a->seg_bytes ? size : a->seg_bytes;
+}
+
+/* Detaches an empty regular segment (the spare) onto *list for the caller
+ * to close unlocked. Locked; spare > 0. */
+static void spare_drop(sl_arena *a, segment **list) {
+  for (uint32_t i = 0; i < a->cap; i++) {
+    segment *s = a->segs[i];
+    if (!s || s->dedicated || s->live) continue;
+    bin_remove(a, s->first); /* the one free chunk covering it */
+    node_put(a, s->first);
+    segment_detach(a, s);
+    a->spare--;
+    s->next = *list;
+    *list = s;
+    return;
+  }
+}
+
 /* Finds `units` in the regular segments, creating one (unlocked) when none
- * has room. Locked on entry and exit. A segment created in vain (space was
- * freed meanwhile) goes to *discard for the caller to close unlocked; adding
- * it would break spare <= MAX_SPARE. @return 0, SL_ENOMEM or -errno. */
+ * has room. Locked on entry and exit. Segments to close (one created in
+ * vain, a spare replaced) go to *discard, a list the caller closes
+ * unlocked; keeping them would break spare <= MAX_SPARE.
+ * @return 0, SL_ENOMEM or -errno. */
 static int alloc_regular(sl_arena *a, uint64_t units, sl_block **out,
                          segment **discard) {
   for (;;) {
@@ -639,25 +673,32 @@ static int alloc_regular(sl_arena *a, uint64_t units, sl_block **out,
       continue;
     }
     a->growing = true;
+    uint64_t size = regular_size(a, units << UNIT_SHIFT);
     sl__mutex_unlock(&a->mu);
     segment *s = NULL;
-    rc = segment_create(a, a->seg_bytes, true, &s);
+    rc = segment_create(a, size, true, &s);
     sl__mutex_lock(&a->mu);
     a->growing = false;
     sl__cond_broadcast(&a->grow_cv);
     if (rc < 0) return rc;
-    /* Nothing fitting means no empty segment exists (an empty one fits any
-     * regular request), so adding keeps spare <= MAX_SPARE. If space was
-     * freed meanwhile, the new segment (already paid for: populated) is
-     * kept as the spare when there is none: discarding it made a pipeline
-     * whose blocks fill exactly one segment create and drop 64 MiB each
-     * time it briefly needed one block more (29 times in a 64-chunk map). */
+    a->next_seg = size < a->seg_bytes / 2 ? 2 * size : a->seg_bytes;
+    /* If space was freed meanwhile, the new segment (already paid for:
+     * populated) is kept as the spare when there is none: discarding it
+     * made a pipeline whose blocks fill exactly one segment create and drop
+     * 64 MiB each time it briefly needed one block more (29 times in a
+     * 64-chunk map). */
     if ((rc = chunk_take(a, units, out)) <= 0) {
-      if (rc < 0 || a->spare >= MAX_SPARE || segment_add_regular(a, s) < 0)
+      if (rc < 0 || a->spare >= MAX_SPARE || segment_add_regular(a, s) < 0) {
+        s->next = *discard;
         *discard = s;
+      }
       return rc;
     }
+    /* Nothing fits, so an empty segment, if any, is too small for this
+     * request: the new one replaces it as the spare. */
+    if (a->spare >= MAX_SPARE) spare_drop(a, discard);
     if ((rc = segment_add_regular(a, s)) < 0) {
+      s->next = *discard;
       *discard = s;
       return rc;
     }
@@ -738,7 +779,7 @@ static int arena_alloc(sl_arena *a, size_t size, uint64_t limit,
   }
   if (rc < 0) uncharge(a, cost); /* give the reservation back */
   sl__mutex_unlock(&a->mu);
-  if (discard) segment_close(discard);
+  segment_close_all(discard);
   if (rc < 0) return rc;
   b->arena = a;
   b->size = size;
@@ -764,6 +805,7 @@ int sl_arena_create(sl_arena **out, const sl_arena_options *opt) {
   if (!a) return SL_ENOMEM;
   a->page = page;
   a->seg_bytes = round_up(seg, page);
+  a->next_seg = a->seg_bytes < FIRST_SEGMENT ? a->seg_bytes : FIRST_SEGMENT;
   /* Whole units, so any size <= budget rounds to a cost <= budget. */
   a->budget = budget < UNIT ? UNIT : budget / UNIT * UNIT;
   sl__mutex_init(&a->mu);
@@ -772,8 +814,9 @@ int sl_arena_create(sl_arena **out, const sl_arena_options *opt) {
   /* One segment up front, so a missing or full /dev/shm shows at once. */
   a->seg_cache_cap = a->budget / 2 < SEG_CACHE_CAP ? a->budget / 2 : SEG_CACHE_CAP;
   segment *s = NULL;
-  int rc = segment_open(a->seg_bytes, false, &s);
+  int rc = segment_open(a->next_seg, false, &s);
   if (rc == 0 && (rc = segment_add_regular(a, s)) < 0) segment_close(s);
+  if (rc == 0) a->next_seg = a->next_seg < a->seg_bytes / 2 ? 2 * a->next_seg : a->seg_bytes;
   if (rc < 0) {
     sl_arena_destroy(a);
     return rc;

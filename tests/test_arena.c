@@ -106,7 +106,7 @@ TEST(create_defaults) {
   ASSERT_EQ(st.segments, 1); /* one segment up front */
   sl_block *b = NULL;
   ASSERT_OK(sl_arena_alloc(a, 10, &b));
-  ASSERT_EQ(sl_block_get_ref(b).segment_size, 64 * MiB);
+  ASSERT_EQ(sl_block_get_ref(b).segment_size, 4 * MiB); /* the first is small */
   sl_block_release(b);
   sl_arena_destroy(a);
   sl_arena_destroy(NULL);
@@ -116,6 +116,54 @@ TEST(create_defaults) {
   a = (sl_arena *)&o;
   ASSERT_EQ(sl_arena_create(&a, &o), SL_EINVAL);
   ASSERT(a == NULL);
+}
+
+/* Regular segments double from 4 MiB up to segment_bytes (64 MiB by
+ * default), each as large as the block that needs it takes; an empty spare
+ * too small for a request is replaced, not kept beside the new one. */
+TEST(regular_segments_grow) {
+  sl_arena *a = NULL;
+  ASSERT_OK(sl_arena_create(&a, NULL));
+  sl_block *b[200];
+  uint64_t want[] = {4, 8, 16, 32, 64, 64}, seen = 0;
+  int n = 0;
+  for (; n < 200 && seen < 6; n++) {
+    ASSERT_OK(sl_arena_alloc(a, MiB, &b[n]));
+    fill(sl_block_data(b[n]), MiB, (unsigned)n);
+    sl_block_ref r = sl_block_get_ref(b[n]);
+    if (r.segment + 1 > seen) { /* a new segment, numbered in order */
+      ASSERT_EQ(r.segment, seen);
+      if (r.segment_size != want[seen] * MiB)
+        SL__FAIL("segment %u is %llu MiB, want %llu", (unsigned)seen,
+                 (unsigned long long)(r.segment_size / MiB), (unsigned long long)want[seen]);
+      seen++;
+    }
+  }
+  ASSERT_EQ(seen, 6);
+  for (int i = 0; i < n; i++) {
+    ASSERT(check(sl_block_data(b[i]), MiB, (unsigned)i));
+    sl_block_release(b[i]);
+  }
+  ASSERT_EQ(stats(a).segments, 1);
+  sl_arena_destroy(a);
+
+  /* A block as large as the doublings take, at once: 12 MiB needs 32. */
+  ASSERT_OK(sl_arena_create(&a, NULL));
+  ASSERT_OK(sl_arena_alloc(a, 3 * MiB, &b[0]));
+  sl_block_release(b[0]);
+  ASSERT_EQ(stats(a).segments, 1); /* the 4 MiB one, empty: the spare */
+  ASSERT_OK(sl_arena_alloc(a, 12 * MiB, &b[0]));
+  ASSERT_EQ(sl_block_get_ref(b[0]).segment_size, 32 * MiB);
+  ASSERT_EQ(stats(a).segments, 1); /* the spare was too small: replaced */
+  ASSERT_OK(sl_arena_alloc(a, 12 * MiB, &b[1]));
+  ASSERT_EQ(stats(a).segments, 1);
+  ASSERT_OK(sl_arena_alloc(a, 12 * MiB, &b[2]));
+  ASSERT_EQ(sl_block_get_ref(b[2]).segment_size, 64 * MiB);
+  ASSERT_EQ(stats(a).segments, 2);
+  for (int i = 0; i < 3; i++) sl_block_release(b[i]);
+  ASSERT_EQ(stats(a).segments, 1);
+  ASSERT_EQ(stats(a).in_use, 0);
+  sl_arena_destroy(a);
 }
 
 TEST(basic_alloc_write_release) {
@@ -719,12 +767,18 @@ TEST(enospc_is_clean) {
   ASSERT_OK(sl_arena_alloc(a, 100, &b)); /* still usable */
   sl_block_release(b);
   sl_arena_destroy(a);
-  /* The same for a regular segment, at creation. */
-  sl_arena_options o = {GiB, req};
-  a = (sl_arena *)&o;
-  rc = sl_arena_create(&a, &o);
+  /* The same for a regular segment, when one as large as the block takes
+   * is made (the first one, 4 MiB, fits). */
+  a = mk(2 * req, 4 * req);
+  rc = sl_arena_alloc(a, (size_t)req, &b);
   ASSERT(rc == SL_ENOSPC || rc == SL_ENOMEM || rc == -EFBIG);
-  ASSERT(a == NULL);
+  ASSERT(b == NULL);
+  st = stats(a);
+  ASSERT_EQ(st.in_use, 0);
+  ASSERT_EQ(st.segments, 1);
+  ASSERT_OK(sl_arena_alloc(a, 100, &b));
+  sl_block_release(b);
+  sl_arena_destroy(a);
 }
 
 /* ---- stress ---------------------------------------------------------- */
@@ -949,6 +1003,7 @@ TEST(stress_foreign_block_dropped_once) {
 
 static const sl_test_case cases[] = {
     SL_CASE(create_defaults, "unit"),
+    SL_CASE(regular_segments_grow, "unit"),
     SL_CASE(basic_alloc_write_release, "unit"),
     SL_CASE(alignment_and_no_overlap, "unit"),
     SL_CASE(accounting_and_refcount, "unit"),
