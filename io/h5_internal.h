@@ -1,6 +1,6 @@
 /*
- * h5_internal.h -- what the HDF5 files of io/ share (h5_lock.c, h5_read.c,
- * h5_decode.c, h5_convert.c, h5_write.c, h5_table.c).
+ * h5_internal.h -- what the HDF5 files of io/ share (h5_lock.c, h5_probe.c,
+ * h5_read.c, h5_decode.c, h5_convert.c, h5_write.c, h5_table.c).
  *
  * Threading. Debian's libhdf5 is built without its thread-safety option, so
  * every HDF5 call in the process goes through one lock (sl__h5_lock). Code
@@ -49,6 +49,26 @@ void sl__h5_unlock(void);
  * (outermost description, innermost cause), into buf, and clears the stack.
  * Writes `fallback` when the stack is empty. @return buf. */
 const char *sl__h5_error_text(char *buf, size_t len, const char *fallback);
+
+/* ---- trying a file in a child process first (h5_probe.c) --------------- */
+
+/* The work to try: in the child, under the HDF5 lock (already held: it
+ * must not take it), calling nothing of the engine. Writes its error
+ * message (NUL-terminated, at most len bytes) to msg. @return 0 or < 0. */
+typedef int (*sl__probe_fn)(void *ctx, char *msg, size_t len);
+
+enum { SL__PROBE_OK = 0, SL__PROBE_ERROR = 1, SL__PROBE_CRASH = 2, SL__PROBE_HANG = 3 };
+#define SL__PROBE_MSG 1536
+#define SL__PROBE_MEMORY (UINT64_C(4) << 30) /* the child's address space, beyond ours */
+
+/* Runs fn(ctx) in a forked child and waits up to `timeout` seconds.
+ * @return SL__PROBE_OK (fn returned 0), SL__PROBE_ERROR (fn failed: its
+ * message in msg), SL__PROBE_CRASH (the child died: *detail = the signal,
+ * or 0 with msg saying how it exited), SL__PROBE_HANG (killed after the
+ * timeout), or -errno when no child could be started. Takes the HDF5 lock
+ * for the fork; call it without. */
+int sl__h5_probe(sl__probe_fn fn, void *ctx, double timeout, char *msg,
+                 size_t len, int *detail);
 
 /* ---- chunk items ------------------------------------------------------ */
 

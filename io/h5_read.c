@@ -36,6 +36,10 @@
  * file's folder: HDF5 is told to resolve them against that folder (elink,
  * efile and virtual prefixes) and every target is checked before it is
  * used (elink callback; dataset creation properties before any read).
+ * libhdf5 itself crashes or hangs on some crafted files while opening
+ * them: with probe=true (the default) a child process does all of start()'s
+ * libhdf5 work first (h5_probe.c), so such a file fails this source with
+ * a message instead of killing the process.
  *
  * Threading: one worker (a source); every HDF5 call under sl__h5_lock(),
  * which is never held while waiting for arena memory.
@@ -43,6 +47,9 @@
 #include <hdf5.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -58,6 +65,8 @@ typedef struct rd_params {
   uint64_t block;
   bool mmap;
   uint64_t piece;
+  bool probe;
+  double probe_timeout;
 } rd_params;
 
 typedef struct rd_shared {
@@ -90,12 +99,30 @@ typedef struct reader {
   bool item_failed;       /* the item just produced is an ERROR item */
   char tile_text[SL_MAX_DIMS * 21 + 1];
   bool started, done;
+  char *child_msg; /* in the probe's child: where failures are written */
+  size_t child_len;
 } reader;
 
 #define MAX_ITEM_BYTES (UINT64_C(1) << 32) /* HDF5's own chunk limit */
 
 /* ---------------------------------------------------------------------- */
 /* errors                                                                  */
+
+/* Reports a failure of the source: to the engine, or in the probe's child
+ * (which must not call it) into the answer to the parent. */
+static int report(reader *R, const char *fmt, ...) SL_PRINTF(2, 3);
+static int report(reader *R, const char *fmt, ...) {
+  char msg[SL__PROBE_MSG];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (R->child_msg) {
+    snprintf(R->child_msg, R->child_len, "%s", msg);
+    return SL_ESTAGE;
+  }
+  return sl_worker_errorf(R->w, "%s", msg);
+}
 
 /* Formats "file: dataset NAME: message" into a failure. */
 static int fail(reader *R, const char *fmt, ...) SL_PRINTF(2, 3);
@@ -105,8 +132,7 @@ static int fail(reader *R, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  return sl_worker_errorf(R->w, "%s: dataset %s: %s", R->p->file,
-                          R->p->dataset, msg);
+  return report(R, "%s: dataset %s: %s", R->p->file, R->p->dataset, msg);
 }
 
 /* Under the lock: the refusal of our link callback if there was one, else
@@ -392,15 +418,14 @@ static int open_file(reader *R) {
   if (fapl >= 0) H5Pclose(fapl);
   if (R->fid >= 0) return 0;
   if (strstr(eb, "already open for write") || strstr(eb, "h5clear"))
-    return sl_worker_errorf(R->w, "%s: the file is marked as open for "
-                            "writing (its writer crashed, or is still "
-                            "running: SWMR/consistency flags are set); if no "
-                            "writer is running, clear them with `h5clear -s "
-                            "%s` (sluice never changes its input files)",
-                            R->p->file, R->p->file);
+    return report(R, "%s: the file is marked as open for writing (its writer "
+                  "crashed, or is still running: SWMR/consistency flags are "
+                  "set); if no writer is running, clear them with `h5clear -s "
+                  "%s` (sluice never changes its input files)",
+                  R->p->file, R->p->file);
   if (strstr(eb, "signature not found"))
-    return sl_worker_errorf(R->w, "%s: not an HDF5 file (%s)", R->p->file, eb);
-  return sl_worker_errorf(R->w, "%s: cannot open as HDF5: %s", R->p->file, eb);
+    return report(R, "%s: not an HDF5 file (%s)", R->p->file, eb);
+  return report(R, "%s: cannot open as HDF5: %s", R->p->file, eb);
 }
 
 static int open_dataset(reader *R) {
@@ -477,9 +502,100 @@ static void plan_pieces(reader *R) {
   R->total = per_row0 * rest;
 }
 
+/* ---------------------------------------------------------------------- */
+/* the probe: the same work in a child process first (h5_probe.c)          */
+
+/* Reads an attribute as h5.write's copy does (the same size limits). */
+static herr_t probe_attr(hid_t loc, const char *name, const H5A_info_t *info, void *op) {
+  (void)info;
+  (void)op;
+  hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+  hid_t t = a >= 0 ? H5Aget_type(a) : -1, s = a >= 0 ? H5Aget_space(a) : -1;
+  hssize_t np = t >= 0 && s >= 0 ? H5Sget_simple_extent_npoints(s) : -1;
+  size_t size = t >= 0 ? H5Tget_size(t) : 0;
+  if (np >= 0 && size && (uint64_t)np <= (UINT64_C(64) << 20) / size &&
+      H5Tdetect_class(t, H5T_REFERENCE) <= 0) {
+    void *buf = calloc((size_t)np + 1, size);
+    if (buf && H5Aread(a, t, buf) >= 0 &&
+        (H5Tdetect_class(t, H5T_VLEN) > 0 || H5Tis_variable_str(t) > 0))
+      H5Dvlen_reclaim(t, s, H5P_DEFAULT, buf);
+    free(buf);
+  }
+  if (s >= 0) H5Sclose(s);
+  if (t >= 0) H5Tclose(t);
+  if (a >= 0) H5Aclose(a);
+  return 0; /* the next one: only a crash matters here */
+}
+
+/* In the child: what start() asks of libhdf5, then the dataset's
+ * attributes (h5.write copies them from this file) and closing it all. */
+static int probe_work(void *ctx, char *msg, size_t len) {
+  reader *R = ctx;
+  R->child_msg = msg;
+  R->child_len = len;
+  int rc = open_file(R);
+  if (rc == 0) rc = open_dataset(R);
+  if (rc == 0) rc = inspect(R);
+  if (rc == 0) index_chunks(R);
+  if (rc == 0) H5Aiterate2(R->did, H5_INDEX_NAME, H5_ITER_INC, NULL, probe_attr, NULL);
+  if (R->did >= 0) H5Dclose(R->did);
+  if (R->fid >= 0) H5Fclose(R->fid);
+  if (R->dapl >= 0) H5Pclose(R->dapl);
+  if (R->memtype >= 0) H5Tclose(R->memtype);
+  H5Eclear2(H5E_DEFAULT);
+  return rc;
+}
+
+static const char *signal_text(int sig) {
+  switch (sig) {
+  case SIGSEGV: return "SIGSEGV, a bad memory access";
+  case SIGBUS: return "SIGBUS, a bad memory access";
+  case SIGABRT: return "SIGABRT: it found its own memory corrupted";
+  case SIGFPE: return "SIGFPE, an arithmetic fault";
+  case SIGILL: return "SIGILL";
+  case SIGKILL: return "SIGKILL: killed, e.g. out of memory";
+  default: return "a signal";
+  }
+}
+
+/* Opens the file in a child process first: if libhdf5 crashes or hangs
+ * there, the source fails with a message saying so and this process never
+ * touches the file; if it fails cleanly, that failure is reported as is
+ * (without trying again here). */
+static int probe(reader *R) {
+  char msg[SL__PROBE_MSG];
+  int detail = 0;
+  int rc = sl__h5_probe(probe_work, R, R->p->probe_timeout, msg, sizeof msg, &detail);
+  switch (rc) {
+  case SL__PROBE_OK:
+    return 0;
+  case SL__PROBE_ERROR:
+    return sl_worker_errorf(R->w, "%s", msg);
+  case SL__PROBE_CRASH:
+    if (detail)
+      return fail(R, "libhdf5 crashed opening it (signal %d, %s), in the "
+                  "process that opens files first: the file is damaged or "
+                  "crafted against libhdf5; not read", detail, signal_text(detail));
+    return fail(R, "libhdf5 failed opening it: the process that opens files "
+                "first ended (%s) without an answer; the file is damaged or "
+                "crafted against libhdf5; not read", msg);
+  case SL__PROBE_HANG:
+    return fail(R, "libhdf5 did not finish opening it within %g s (a damaged "
+                "or crafted file can make it loop); not read; if the file "
+                "system is only slow, raise probe_timeout=", R->p->probe_timeout);
+  default: {
+    char eb[128];
+    return fail(R, "cannot start the process that opens files first (%s); "
+                "probe=false opens the file without it",
+                sl__io_strerror(-rc, eb, sizeof eb));
+  }
+  }
+}
+
 static int start(reader *R) {
   int rc = input_dir(R);
   if (rc < 0) return rc;
+  if (R->p->probe && (rc = probe(R)) < 0) return rc;
   sl__h5_lock();
   rc = open_file(R);
   if (rc == 0) rc = open_dataset(R);
@@ -833,6 +949,14 @@ static const sl_param_def rd_params_table[] = {
      "h5.decode find them in the core's cache; 0: whole chunks (cheaper when "
      "the arrays are written back with h5.write, which must put pieces "
      "together again)"},
+    {"probe", SL_PARAM_BOOL, offsetof(rd_params, probe), "true", 0, 0, NULL,
+     "open the file in a child process first: a file on which libhdf5 crashes "
+     "or hangs while opening it or reading its metadata and attributes "
+     "becomes an error of this source instead of killing sluice (costs a "
+     "fork and a second open); false: trusted files only"},
+    {"probe_timeout", SL_PARAM_FLOAT, offsetof(rd_params, probe_timeout), "60", 0.01,
+     1e6, NULL, "seconds the probe may take before the file counts as one "
+     "that hangs libhdf5"},
     SL_PARAM_END,
 };
 
@@ -860,6 +984,9 @@ const sl_stage_def sl__stage_h5_read = {
         "Security: external links, external raw-data files and virtual-dataset\n"
         "sources must stay inside the input file's folder. A file left open\n"
         "by a crashed writer is refused (clear it with `h5clear -s FILE`).\n"
+        "Each file is opened in a child process first (probe=true): a file on\n"
+        "which libhdf5 crashes or hangs while opening it fails this source\n"
+        "with a message saying so, and sluice goes on.\n"
         "Item names are FILE:DATASET[origin]; metadata h5.file, h5.dataset\n"
         "and h5.chunk travel with every item (h5.write uses them).\n"
         "Example: h5.read file=climate.h5 dataset=/t2m ! reduce ops=mean",
