@@ -180,6 +180,19 @@ void sl__h5_tables_free(sl__h5_tables *t);
 /* The native HDF5 memory type of an sl_dtype (bool as uint8; anything
  * else unknown as double). In h5_lock.c. */
 hid_t sl__h5_native(sl_dtype t);
+
+/* An attribute read whole (h5_lock.c), for h5.write's copy and h5.read's
+ * probe. Under the lock: opens attribute `name` of `loc` and reads its
+ * values (at most 64 MiB; reference-typed ones are not read: skip is set,
+ * buf stays NULL). @return 0, or -1 (HDF5's error stack says why). Call
+ * sl__h5_attr_free either way. */
+typedef struct sl__h5_attr {
+  hid_t a, t, s;
+  void *buf;
+  bool skip;
+} sl__h5_attr;
+int sl__h5_attr_read(hid_t loc, const char *name, sl__h5_attr *at);
+void sl__h5_attr_free(sl__h5_attr *at);
 #endif
 
 #endif

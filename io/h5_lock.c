@@ -156,3 +156,34 @@ hid_t sl__h5_native(sl_dtype t) {
   default: return H5T_NATIVE_DOUBLE;
   }
 }
+
+int sl__h5_attr_read(hid_t loc, const char *name, sl__h5_attr *at) {
+  memset(at, 0, sizeof *at);
+  at->a = H5Aopen(loc, name, H5P_DEFAULT);
+  at->t = at->a >= 0 ? H5Aget_type(at->a) : -1;
+  at->s = at->a >= 0 ? H5Aget_space(at->a) : -1;
+  if (at->t < 0 || at->s < 0) return -1;
+  hssize_t np = H5Sget_simple_extent_npoints(at->s);
+  size_t size = H5Tget_size(at->t);
+  if (np < 0 || size == 0 || (uint64_t)np > (UINT64_C(64) << 20) / size) return -1;
+  if (H5Tdetect_class(at->t, H5T_REFERENCE) > 0) { /* would point into the old file */
+    at->skip = true;
+    return 0;
+  }
+  if (!(at->buf = calloc((size_t)np + 1, size))) return -1;
+  if (H5Aread(at->a, at->t, at->buf) >= 0) return 0;
+  free(at->buf); /* nothing to reclaim: the read failed */
+  at->buf = NULL;
+  return -1;
+}
+
+void sl__h5_attr_free(sl__h5_attr *at) {
+  if (at->buf && (H5Tdetect_class(at->t, H5T_VLEN) > 0 || H5Tis_variable_str(at->t) > 0))
+    H5Dvlen_reclaim(at->t, at->s, H5P_DEFAULT, at->buf);
+  free(at->buf);
+  if (at->s >= 0) H5Sclose(at->s);
+  if (at->t >= 0) H5Tclose(at->t);
+  if (at->a >= 0) H5Aclose(at->a);
+  at->buf = NULL;
+  at->a = at->t = at->s = -1;
+}

@@ -833,28 +833,14 @@ static int wr_process(sl_worker *w, sl_item *in, sl_item **out) {
 static herr_t copy_attr(hid_t loc, const char *name, const H5A_info_t *info, void *op) {
   (void)info;
   hid_t dst = *(hid_t *)op;
-  hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
-  hid_t t = a >= 0 ? H5Aget_type(a) : -1, s = a >= 0 ? H5Aget_space(a) : -1;
-  herr_t rc = t < 0 || s < 0 ? -1 : 0;
-  hssize_t np = rc == 0 ? H5Sget_simple_extent_npoints(s) : -1;
-  size_t size = rc == 0 ? H5Tget_size(t) : 0;
-  bool skip = rc == 0 && H5Tdetect_class(t, H5T_REFERENCE) > 0;
-  if (np < 0 || size == 0 || (uint64_t)np > (UINT64_C(64) << 20) / size) rc = -1;
-  void *buf = rc == 0 && !skip ? calloc((size_t)np + 1, size) : NULL;
-  if (rc == 0 && !skip && !buf) rc = -1;
-  if (rc == 0 && !skip && H5Aread(a, t, buf) >= 0) {
-    hid_t b = H5Acreate2(dst, name, t, s, H5P_DEFAULT, H5P_DEFAULT);
-    if (b < 0 || H5Awrite(b, t, buf) < 0) rc = -1;
+  sl__h5_attr at;
+  herr_t rc = sl__h5_attr_read(loc, name, &at);
+  if (rc == 0 && !at.skip) {
+    hid_t b = H5Acreate2(dst, name, at.t, at.s, H5P_DEFAULT, H5P_DEFAULT);
+    if (b < 0 || H5Awrite(b, at.t, at.buf) < 0) rc = -1;
     if (b >= 0) H5Aclose(b);
-    if (H5Tdetect_class(t, H5T_VLEN) > 0 || H5Tis_variable_str(t) > 0)
-      H5Dvlen_reclaim(t, s, H5P_DEFAULT, buf);
-  } else if (rc == 0 && !skip) {
-    rc = -1;
   }
-  free(buf);
-  if (s >= 0) H5Sclose(s);
-  if (t >= 0) H5Tclose(t);
-  if (a >= 0) H5Aclose(a);
+  sl__h5_attr_free(&at);
   return rc;
 }
 
