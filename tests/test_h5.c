@@ -360,6 +360,24 @@ TEST(convert_exact_or_error) {
 /* ====================================================================== */
 /* unit: files made here                                                   */
 
+/* dtype_and_block's contiguous 5x40x30 int32 in 4 KiB blocks: a 4800-byte
+ * row does not fit, so blocks are whole rows of axis 1 (34 rows of 120
+ * bytes); read as float64. */
+static void read_c3(const char *file, const char *extra) {
+  char *opts = tf_asprintf("block=4096 dtype=float64 %s", extra);
+  outcome o = read_ds(file, "/c3", opts, true);
+  ASSERT_STREQ(o.errors, "");
+  ASSERT_EQ(cap.dtype, SL_DT_F64);
+  ASSERT_EQ(cap.items, 10);
+  for (int i = 0; i < 6000; i++) {
+    double v;
+    memcpy(&v, cap.buf + 8 * i, 8);
+    if (v != i - 3000) SL__FAIL("%s: element %d: %g", opts, i, v);
+  }
+  free(o.errors);
+  free(opts);
+}
+
 TEST(dtype_and_block) {
   char *dir = make_tmpdir();
   char *code = tf_asprintf(
@@ -373,21 +391,10 @@ TEST(dtype_and_block) {
   python(code);
   free(code);
   char *file = tf_asprintf("%s/a.h5", dir);
-  /* Contiguous 5x40x30 int32 in 4 KiB blocks: a 4800-byte row does not
-   * fit, so blocks are whole rows of axis 1 (34 rows of 120 bytes). */
-  outcome o = read_ds(file, "/c3", "block=4096 dtype=float64", true);
-  ASSERT_STREQ(o.errors, "");
-  ASSERT_EQ(cap.dtype, SL_DT_F64);
-  ASSERT_EQ(cap.items, 10);
-  for (int i = 0; i < 6000; i++) {
-    double v;
-    memcpy(&v, cap.buf + 8 * i, 8);
-    if (v != i - 3000) SL__FAIL("element %d: %g", i, v);
-  }
-  free(o.errors);
+  read_c3(file, "");
   /* Chunked gzip+shuffle with edge chunks, to int8: exact values fit
    * after truncation toward zero. */
-  o = read_ds(file, "/g", "dtype=int8", true);
+  outcome o = read_ds(file, "/g", "dtype=int8", true);
   ASSERT_STREQ(o.errors, "");
   ASSERT_EQ(cap.items, 15 * 4);
   for (int i = 0; i < 1000; i++) {
@@ -401,15 +408,7 @@ TEST(dtype_and_block) {
   free(o.errors);
   /* Without the probe process: the same values; a failure to open says
    * the same whether the probe or this process met it. */
-  o = read_ds(file, "/c3", "block=4096 dtype=float64 probe=false", true);
-  ASSERT_STREQ(o.errors, "");
-  ASSERT_EQ(cap.items, 10);
-  for (int i = 0; i < 6000; i++) {
-    double v;
-    memcpy(&v, cap.buf + 8 * i, 8);
-    if (v != i - 3000) SL__FAIL("probe=false: element %d: %g", i, v);
-  }
-  free(o.errors);
+  read_c3(file, "probe=false");
   outcome p = read_ds(file, "/nope", NULL, true), q = read_ds(file, "/nope", "probe=false", true);
   ASSERT_CONTAINS(p.errors, "dataset /nope: cannot open");
   ASSERT_STREQ(p.errors, q.errors);
