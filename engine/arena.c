@@ -27,15 +27,16 @@
  * is replaced by the bigger segment made for it.
  *
  * Fresh memory is slow, reused memory is fast. Measured on a 2-core VM
- * (tmpfs /dev/shm, 4 KiB pages): writing 256 MiB of a fresh mapping page
- * fault by page fault runs at ~0.2 GB/s; mapping with MAP_POPULATE (all
- * page-table entries in one call, ~0.1 s) and then writing comes to ~1 GB/s
- * overall (even populated, the first touch of each page costs ~1-2 us
- * there); writing memory already touched runs at ~10 GB/s. Hence:
- *  - Segments created while allocating are mapped with MAP_POPULATE. This
- *    costs no memory (posix_fallocate already allocated every page), only
- *    page tables. The first regular segment, made in sl_arena_create, is
- *    not: small runs never touch most of it.
+ * (tmpfs /dev/shm, 4 KiB pages, 64 MiB): posix_fallocate ~30 ms; then
+ * either mapping with MAP_POPULATE ~45 ms, or touching every page of a
+ * plain mapping ~54 ms; writing memory already mapped runs at ~13 GB/s.
+ * Hence:
+ *  - Dedicated segments (one block, all of it used) are mapped with
+ *    MAP_POPULATE: page tables in one call. Regular segments are not:
+ *    populating costs about what faulting costs, but for every page,
+ *    while a run's blocks may never touch most of a segment (and populated
+ *    pages count in RSS: a backpressure test's peak went from ~40 to
+ *    ~65 MiB when growing segments were populated).
  *  - A dedicated segment whose block dies is kept in a small cache (FIFO,
  *    at most SEG_CACHE_MAX segments and min(budget/2, SEG_CACHE_CAP) bytes;
  *    the oldest go first) and handed to a later large block: best fit among
@@ -676,14 +677,14 @@ static int alloc_regular(sl_arena *a, uint64_t units, sl_block **out,
     uint64_t size = regular_size(a, units << UNIT_SHIFT);
     sl__mutex_unlock(&a->mu);
     segment *s = NULL;
-    rc = segment_create(a, size, true, &s);
+    rc = segment_create(a, size, false, &s);
     sl__mutex_lock(&a->mu);
     a->growing = false;
     sl__cond_broadcast(&a->grow_cv);
     if (rc < 0) return rc;
     a->next_seg = size < a->seg_bytes / 2 ? 2 * size : a->seg_bytes;
     /* If space was freed meanwhile, the new segment (already paid for:
-     * populated) is kept as the spare when there is none: discarding it
+     * reserved) is kept as the spare when there is none: discarding it
      * made a pipeline whose blocks fill exactly one segment create and drop
      * 64 MiB each time it briefly needed one block more (29 times in a
      * 64-chunk map). */
