@@ -1,5 +1,5 @@
 /*
- * h5_internal.h -- what the HDF5 files of io/ share (h5_lock.c, h5_probe.c,
+ * h5_internal.h -- what the HDF5 files of io/ share (h5_lock.c, h5_isolate.c,
  * h5_read.c, h5_decode.c, h5_convert.c, h5_write.c, h5_table.c).
  *
  * Threading. Debian's libhdf5 is built without its thread-safety option, so
@@ -50,25 +50,41 @@ void sl__h5_unlock(void);
  * Writes `fallback` when the stack is empty. @return buf. */
 const char *sl__h5_error_text(char *buf, size_t len, const char *fallback);
 
-/* ---- trying a file in a child process first (h5_probe.c) --------------- */
+/* ---- libhdf5 in a child process (h5_isolate.c) ------------------------- */
 
-/* The work to try: in the child, under the HDF5 lock (already held: it
- * must not take it), calling nothing of the engine. Writes its error
- * message (NUL-terminated, at most len bytes) to msg. @return 0 or < 0. */
-typedef int (*sl__probe_fn)(void *ctx, char *msg, size_t len);
+/* A child forked to run libhdf5 on one file: its pid and our end of the
+ * socket between us (-1 when none). */
+typedef struct sl__h5_child {
+  int fd, pid;
+} sl__h5_child;
 
-enum { SL__PROBE_OK = 0, SL__PROBE_ERROR = 1, SL__PROBE_CRASH = 2, SL__PROBE_HANG = 3 };
-#define SL__PROBE_MSG 1536
-#define SL__PROBE_MEMORY (UINT64_C(4) << 30) /* the child's address space, beyond ours */
+enum { SL__ISO_GONE = -2000, SL__ISO_LATE = -2001 };
+#define SL__ISO_MSG 1536
+#define SL__ISO_MEMORY (UINT64_C(4) << 30) /* the child's address space, beyond ours */
 
-/* Runs fn(ctx) in a forked child and waits up to `timeout` seconds.
- * @return SL__PROBE_OK (fn returned 0), SL__PROBE_ERROR (fn failed: its
- * message in msg), SL__PROBE_CRASH (the child died: *detail = the signal,
- * or 0 with msg saying how it exited), SL__PROBE_HANG (killed after the
- * timeout), or -errno when no child could be started. Takes the HDF5 lock
- * for the fork; call it without. */
-int sl__h5_probe(sl__probe_fn fn, void *ctx, double timeout, char *msg,
-                 size_t len, int *detail);
+/* Forks under the HDF5 lock (call it without). @return 0 in the parent
+ * (c filled), 1 in the child (c->fd is its end; it holds the HDF5 lock,
+ * calls libhdf5 directly, nothing of the engine, and ends with _exit), or
+ * -errno when no child could be started. */
+int sl__h5_child_fork(sl__h5_child *c);
+/* Writes n bytes. @return 0, or -1 when the other end is gone. */
+int sl__h5_child_send(int fd, const void *p, size_t n);
+/* sl__h5_child_send with file descriptor `pass` attached (the other
+ * process gets a copy of it; < 0: none). */
+int sl__h5_child_send_fd(int fd, int pass, const void *p, size_t n);
+/* Reads exactly n bytes, blocking, and the descriptor sent with them into
+ * *got (-1 when none; close-on-exec; the caller closes it).
+ * @return 0 or SL__ISO_GONE. */
+int sl__h5_child_recv_fd(int fd, int *got, void *p, size_t n);
+/* Reads exactly n bytes, waiting at most `timeout` seconds (< 0: for
+ * ever). @return 0, SL__ISO_GONE (the other end closed or died) or
+ * SL__ISO_LATE. */
+int sl__h5_child_recv(int fd, void *p, size_t n, double timeout);
+/* In the parent: closes our end, kills the child unless `how` is
+ * SL__ISO_GONE (it ended by itself), reaps it and, when why is given,
+ * says how it ended ("signal 11, SIGSEGV, ...", "no answer within ...",
+ * "exit status 1, ..."). */
+void sl__h5_child_end(sl__h5_child *c, int how, double timeout, char *why, size_t len);
 
 /* ---- chunk items ------------------------------------------------------ */
 

@@ -20,14 +20,16 @@
  *    mmap=false turns it off (e.g. on network file systems). Unfiltered
  *    chunks larger than piece= go out as pieces of whole rows along axis 0
  *    (plan_pieces), each a MAPPED item of its own byte range and its own
- *    stored shape; seq then counts pieces.
+ *    stored shape; seq then counts pieces. Contiguous datasets of plain
+ *    types stored whole in the file go the same way, block by block
+ *    (find_contiguous): no libhdf5 at all after opening.
  *  - RAW: chunked datasets whose filters are only deflate, shuffle and
  *    fletcher32 (or none) and whose type is a plain integer or IEEE float:
  *    H5Dget_chunk_storage_size + H5Dread_chunk copy the stored bytes, and
  *    h5.decode does the CPU work on all cores. Unwritten chunks are FILL
  *    items (one element), so not even the fill is expanded here.
- *  - PLAIN: everything else (other filters, contiguous data, half floats,
- *    enums): H5Dread converts to the native type under the lock.
+ *  - PLAIN: everything else (other filters, compact, virtual or external
+ *    data, half floats, enums): H5Dread converts to the native type.
  * A tile that fails to read becomes an ERROR item (one failed item, the
  * rest go on); failing to open the file or the dataset ends the source.
  *
@@ -36,14 +38,17 @@
  * file's folder: HDF5 is told to resolve them against that folder (elink,
  * efile and virtual prefixes) and every target is checked before it is
  * used (elink callback; dataset creation properties before any read).
- * libhdf5 itself crashes or hangs on some crafted files while opening
- * them: with probe=true (the default) a child process does all of start()'s
- * libhdf5 work first (h5_probe.c), so such a file fails this source with
- * a message instead of killing the process.
+ * libhdf5 itself crashes or hangs on some crafted files. With isolate=true
+ * (the default) every libhdf5 call on the input happens in a child process
+ * forked for it (h5_isolate.c; protocol below): opening and planning, then
+ * each stored-size lookup, raw chunk read and H5Dread, the bytes coming
+ * back over a socket. A crash or hang there fails this source with a
+ * message saying so instead of killing the process.
  *
  * Threading: one worker (a source); every HDF5 call under sl__h5_lock(),
  * which is never held while waiting for arena memory.
  */
+#include <errno.h>
 #include <hdf5.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -52,6 +57,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -65,8 +71,8 @@ typedef struct rd_params {
   uint64_t block;
   bool mmap;
   uint64_t piece;
-  bool probe;
-  double probe_timeout;
+  bool isolate;
+  double isolate_timeout;
 } rd_params;
 
 typedef struct rd_shared {
@@ -94,25 +100,34 @@ typedef struct reader {
   uint64_t piece;      /* pieces: the current one within the tile */
   sl__h5_addr *addrs; /* MAPPED: every stored chunk, by tile; else NULL */
   size_t naddrs;
+  bool contig;          /* MAPPED blocks of a contiguous dataset ... */
+  uint64_t contig_addr; /* ... whose data starts here in the file */
   uint64_t file_dev, file_ino;
   unsigned failed_in_row; /* tiles that failed since the last good item */
   bool item_failed;       /* the item just produced is an ERROR item */
   char tile_text[SL_MAX_DIMS * 21 + 1];
   bool started, done;
-  char *child_msg; /* in the probe's child: where failures are written */
+  sl__h5_child x;   /* isolate=true: the process that runs libhdf5 */
+  bool iso;
+  char *child_msg;  /* in that child: where failures are written */
   size_t child_len;
 } reader;
 
 #define MAX_ITEM_BYTES (UINT64_C(1) << 32) /* HDF5's own chunk limit */
 
+static uint64_t page_size(void) {
+  long pg = sysconf(_SC_PAGESIZE);
+  return pg > 0 ? (uint64_t)pg : 4096;
+}
+
 /* ---------------------------------------------------------------------- */
 /* errors                                                                  */
 
-/* Reports a failure of the source: to the engine, or in the probe's child
- * (which must not call it) into the answer to the parent. */
+/* Reports a failure of the source: to the engine, or in the child that
+ * runs libhdf5 (which must not call it) into its answer to the parent. */
 static int report(reader *R, const char *fmt, ...) SL_PRINTF(2, 3);
 static int report(reader *R, const char *fmt, ...) {
-  char msg[SL__PROBE_MSG];
+  char msg[SL__ISO_MSG];
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
@@ -360,6 +375,37 @@ static int make_grid(reader *R) {
   return 0;
 }
 
+/* Under the lock: a contiguous dataset of plain integers or IEEE floats,
+ * stored whole in this file (not external, allocated, inside the file),
+ * is read like unfiltered chunks: MAPPED blocks that h5.decode reads
+ * straight from the file on every core, no libhdf5 per block (R->contig;
+ * mmap=false: H5Dread). Block tiles are whole rows of one axis with 1 on
+ * the axes before it, so each is one run of bytes. */
+static void find_contiguous(reader *R, hid_t dcpl) {
+  struct stat st;
+  if (!R->p->mmap || R->ndim == 0 || H5Pget_layout(dcpl) != H5D_CONTIGUOUS ||
+      H5Pget_external_count(dcpl) != 0 || sl__h5_file_fd(R->fid, &st) < 0) {
+    H5Eclear2(H5E_DEFAULT);
+    return;
+  }
+  haddr_t a = H5Dget_offset(R->did);
+  hsize_t stored = H5Dget_storage_size(R->did);
+  uint64_t bytes = sl_dtype_size(R->src);
+  for (uint32_t d = 0; d < R->ndim; d++) {
+    if (R->dims[d] && bytes > UINT64_MAX / R->dims[d]) return;
+    bytes *= R->dims[d];
+  }
+  H5Eclear2(H5E_DEFAULT);
+  if (a == HADDR_UNDEF || bytes == 0 || stored != bytes || (uint64_t)st.st_size < bytes ||
+      a > (uint64_t)st.st_size - bytes)
+    return;
+  R->contig = true;
+  R->contig_addr = a;
+  R->file_dev = (uint64_t)st.st_dev;
+  R->file_ino = (uint64_t)st.st_ino;
+  R->file_size = (uint64_t)st.st_size;
+}
+
 /* Under the lock: shape, type, layout, security, fill. */
 static int inspect(reader *R) {
   char eb[300];
@@ -387,9 +433,10 @@ static int inspect(reader *R) {
       for (int d = 0; rc == 0 && d < nd; d++) R->dims[d] = dims[d];
     }
   }
-  bool chunked = false;
+  bool chunked = false, plain = R->raw;
   if (rc == 0) rc = inspect_layout(R, dcpl, &chunked);
   if (rc == 0 && !chunked) block_tiles(R);
+  if (rc == 0 && !chunked && plain) find_contiguous(R, dcpl);
   if (rc == 0 && R->raw) {
     H5D_fill_value_t st = H5D_FILL_VALUE_UNDEFINED;
     memset(R->fill, 0, sizeof R->fill);
@@ -503,10 +550,84 @@ static void plan_pieces(reader *R) {
 }
 
 /* ---------------------------------------------------------------------- */
-/* the probe: the same work in a child process first (h5_probe.c)          */
+/* libhdf5's reads, without the lock (the caller holds it, or is the child) */
+
+static herr_t do_size(reader *R, const hsize_t *off, hsize_t *size, char *eb, size_t len) {
+  herr_t e = H5Dget_chunk_storage_size(R->did, off, size);
+  if (e < 0) sl__h5_error_text(eb, len, "unknown error");
+  return e;
+}
+
+static herr_t do_chunk(reader *R, const hsize_t *off, uint32_t *mask, void *dst, char *eb,
+                       size_t len) {
+  *mask = 0;
+  herr_t e = H5Dread_chunk(R->did, H5P_DEFAULT, off, mask, dst);
+  if (e < 0) sl__h5_error_text(eb, len, "unknown error");
+  return e;
+}
+
+/* The hyperslab at off of cnt elements (the whole scalar when ndim is 0),
+ * converted to R->memtype. */
+static herr_t do_plain(reader *R, const hsize_t *off, const hsize_t *cnt, void *dst, char *eb,
+                       size_t len) {
+  hid_t fs = H5Dget_space(R->did), ms = -1;
+  herr_t e = fs < 0 ? -1 : 0;
+  if (e >= 0 && R->ndim) {
+    ms = H5Screate_simple((int)R->ndim, cnt, NULL);
+    e = ms < 0 ? -1 : H5Sselect_hyperslab(fs, H5S_SELECT_SET, off, NULL, cnt, NULL);
+  }
+  if (e >= 0)
+    e = H5Dread(R->did, R->memtype, R->ndim ? ms : H5S_ALL, R->ndim ? fs : H5S_ALL,
+                H5P_DEFAULT, dst);
+  if (e < 0) sl__h5_error_text(eb, len, "unknown error");
+  if (ms >= 0) H5Sclose(ms);
+  if (fs >= 0) H5Sclose(fs);
+  return e;
+}
+
+/* ---------------------------------------------------------------------- */
+/* isolate=true: libhdf5 in a child process (h5_isolate.c)                 */
+/*
+ * The child opens the file and plans the read exactly as start() does,
+ * reads the dataset's attributes as h5.write will copy them (so that copy
+ * meets no surprise), and answers with an xopen, then its whole reader
+ * (the plan: this same binary, so the same layout) and the chunk list.
+ * Then it serves one xreq at a time with an xrep. X_CHUNK and X_PLAIN read
+ * straight into the item's block, no copy: the request carries the block's
+ * arena segment (SCM_RIGHTS) and the child maps exactly the block's data
+ * pages (new_item gives the data pages of its own), so a libhdf5 bug that
+ * writes out of bounds hits unmapped memory in the child, never another
+ * block. The child ends when the parent closes its end (or kills it). The parent restores its own pointers in the copied
+ * reader; it never holds an HDF5 handle of the file.
+ */
+
+enum { X_SIZE = 1, X_CHUNK = 2, X_PLAIN = 3 };
+#define X_DEAD (-2) /* what the front ends return when the child is gone */
+
+typedef struct xreq {
+  uint32_t op, pad;
+  uint64_t off[SL_MAX_DIMS], cnt[SL_MAX_DIMS];
+  uint64_t size;    /* X_CHUNK, X_PLAIN: bytes to read */
+  uint64_t seg_off; /* where they go in the arena segment sent with the
+                       request (page-aligned) */
+} xreq;
+
+typedef struct xrep {
+  int32_t rc; /* < 0: msg says why */
+  uint32_t mask;
+  uint64_t size; /* X_SIZE: the stored size; else the bytes read */
+  char msg[700];
+} xrep;
+
+typedef struct xopen {
+  int32_t rc;
+  uint32_t pad;
+  uint64_t naddrs;
+  char msg[SL__ISO_MSG];
+} xopen;
 
 /* Reads an attribute as h5.write's copy does. */
-static herr_t probe_attr(hid_t loc, const char *name, const H5A_info_t *info, void *op) {
+static herr_t child_attr(hid_t loc, const char *name, const H5A_info_t *info, void *op) {
   (void)info;
   (void)op;
   sl__h5_attr at;
@@ -515,81 +636,252 @@ static herr_t probe_attr(hid_t loc, const char *name, const H5A_info_t *info, vo
   return 0; /* the next one: only a crash matters here */
 }
 
-/* In the child: what start() asks of libhdf5, then the dataset's
- * attributes (h5.write copies them from this file) and closing it all. */
-static int probe_work(void *ctx, char *msg, size_t len) {
-  reader *R = ctx;
-  R->child_msg = msg;
-  R->child_len = len;
+/* For tests: SLUICE_TEST_H5_CHILD=crash@N or hang@N makes the child crash
+ * or stop answering at its Nth request (1 = the first after opening). */
+static void child_fault(unsigned long n) {
+  const char *f = getenv("SLUICE_TEST_H5_CHILD");
+  unsigned long at = 0;
+  if (!f) return;
+  if (sscanf(f, "crash@%lu", &at) == 1 && at == n) raise(SIGSEGV);
+  if (sscanf(f, "hang@%lu", &at) == 1 && at == n)
+    for (;;) pause();
+}
+
+/* In the child: maps `len` bytes at `off` of arena segment `seg` for
+ * writing, or NULL. */
+static char *child_direct(int seg, uint64_t off, uint64_t len) {
+  if (seg < 0 || len == 0 || len > SIZE_MAX || off % page_size() || off > (uint64_t)INT64_MAX)
+    return NULL;
+  void *p = mmap(NULL, (size_t)len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, seg,
+                 (off_t)off);
+  return p == MAP_FAILED ? NULL : p;
+}
+
+static _Noreturn void child_serve(reader *R, int fd) {
+  for (unsigned long n = 1;; n++) {
+    xreq q;
+    int seg = -1;
+    if (sl__h5_child_recv_fd(fd, &seg, &q, sizeof q) != 0) _exit(0);
+    child_fault(n);
+    uint64_t maplen = (q.size + page_size() - 1) / page_size() * page_size();
+    char *dst = q.op != X_SIZE ? child_direct(seg, q.seg_off, maplen) : NULL;
+    if (seg >= 0) close(seg);
+    xrep r;
+    memset(&r, 0, sizeof r);
+    hsize_t off[H5S_MAX_RANK], cnt[H5S_MAX_RANK];
+    for (uint32_t d = 0; d < R->ndim && d < SL_MAX_DIMS; d++) {
+      off[d] = q.off[d];
+      cnt[d] = q.cnt[d];
+    }
+    if (q.op == X_SIZE) {
+      hsize_t size = 0;
+      r.rc = do_size(R, off, &size, r.msg, sizeof r.msg);
+      r.size = size;
+    } else if (!dst) {
+      r.rc = -1;
+      snprintf(r.msg, sizeof r.msg, "cannot map the %llu bytes of the block it reads into",
+               (unsigned long long)maplen);
+    } else {
+      r.rc = q.op == X_CHUNK ? do_chunk(R, off, &r.mask, dst, r.msg, sizeof r.msg)
+                             : do_plain(R, off, cnt, dst, r.msg, sizeof r.msg);
+      r.size = r.rc >= 0 ? q.size : 0;
+    }
+    if (dst) munmap(dst, (size_t)maplen);
+    if (sl__h5_child_send(fd, &r, sizeof r) != 0) _exit(0);
+  }
+}
+
+/* The child: start()'s libhdf5 work, the attributes, the answer, then
+ * requests until the parent goes. */
+static _Noreturn void child_main(reader *R, int fd) {
+  xopen *a = calloc(1, sizeof *a);
+  if (!a) _exit(3);
+  R->child_msg = a->msg;
+  R->child_len = sizeof a->msg;
   int rc = open_file(R);
   if (rc == 0) rc = open_dataset(R);
   if (rc == 0) rc = inspect(R);
   if (rc == 0) index_chunks(R);
-  if (rc == 0) H5Aiterate2(R->did, H5_INDEX_NAME, H5_ITER_INC, NULL, probe_attr, NULL);
-  if (R->did >= 0) H5Dclose(R->did);
-  if (R->fid >= 0) H5Fclose(R->fid);
-  if (R->dapl >= 0) H5Pclose(R->dapl);
-  if (R->memtype >= 0) H5Tclose(R->memtype);
+  if (rc == 0) H5Aiterate2(R->did, H5_INDEX_NAME, H5_ITER_INC, NULL, child_attr, NULL);
   H5Eclear2(H5E_DEFAULT);
-  return rc;
+  a->rc = rc < 0 ? -1 : 0;
+  a->naddrs = R->addrs ? R->naddrs : 0;
+  if (sl__h5_child_send(fd, a, sizeof *a) != 0 || rc < 0) _exit(0);
+  if (sl__h5_child_send(fd, R, sizeof *R) != 0 ||
+      (a->naddrs && sl__h5_child_send(fd, R->addrs, a->naddrs * sizeof *R->addrs) != 0))
+    _exit(0);
+  child_serve(R, fd);
 }
 
-static const char *signal_text(int sig) {
-  switch (sig) {
-  case SIGSEGV: return "SIGSEGV, a bad memory access";
-  case SIGBUS: return "SIGBUS, a bad memory access";
-  case SIGABRT: return "SIGABRT: it found its own memory corrupted";
-  case SIGFPE: return "SIGFPE, an arithmetic fault";
-  case SIGILL: return "SIGILL";
-  case SIGKILL: return "SIGKILL: killed, e.g. out of memory";
-  default: return "a signal";
-  }
+/* The child is gone (crashed, or killed for not answering): ends it and
+ * says so in eb. @return X_DEAD. */
+static int x_dead(reader *R, int how, const char *what, char *eb, size_t len) {
+  char why[200];
+  sl__h5_child_end(&R->x, how, R->p->isolate_timeout, why, sizeof why);
+  snprintf(eb, len, "libhdf5 failed %s (%s) in the process that reads the file: the "
+           "file is damaged or crafted against libhdf5; %s", what, why,
+           strcmp(what, "opening it") ? "the dataset ends here" : "not read");
+  return X_DEAD;
 }
 
-/* Opens the file in a child process first: if libhdf5 crashes or hangs
- * there, the source fails with a message saying so and this process never
- * touches the file; if it fails cleanly, that failure is reported as is
- * (without trying again here). */
-static int probe(reader *R) {
-  char msg[SL__PROBE_MSG];
-  int detail = 0;
-  int rc = sl__h5_probe(probe_work, R, R->p->probe_timeout, msg, sizeof msg, &detail);
-  switch (rc) {
-  case SL__PROBE_OK:
-    return 0;
-  case SL__PROBE_ERROR:
-    return sl_worker_errorf(R->w, "%s", msg);
-  case SL__PROBE_CRASH:
-    if (detail)
-      return fail(R, "libhdf5 crashed opening it (signal %d, %s), in the "
-                  "process that opens files first: the file is damaged or "
-                  "crafted against libhdf5; not read", detail, signal_text(detail));
-    return fail(R, "libhdf5 failed opening it: the process that opens files "
-                "first ended (%s) without an answer; the file is damaged or "
-                "crafted against libhdf5; not read", msg);
-  case SL__PROBE_HANG:
-    return fail(R, "libhdf5 did not finish opening it within %g s (a damaged "
-                "or crafted file can make it loop); not read; if the file "
-                "system is only slow, raise probe_timeout=", R->p->probe_timeout);
-  default: {
-    char eb[128];
-    return fail(R, "cannot start the process that opens files first (%s); "
-                "probe=false opens the file without it",
-                sl__io_strerror(-rc, eb, sizeof eb));
+/* Parent: forks the child and takes its plan. */
+static int start_isolated(reader *R) {
+  char eb[SL__ISO_MSG + 300];
+  int rc = sl__h5_child_fork(&R->x);
+  if (rc == 1) child_main(R, R->x.fd);
+  if (rc < 0)
+    return fail(R, "cannot start the process that reads it (%s); isolate=false reads "
+                "it in this one", sl__io_strerror(-rc, eb, sizeof eb));
+  R->iso = true;
+  double t = R->p->isolate_timeout;
+  xopen *a = calloc(1, sizeof *a);
+  reader *c = calloc(1, sizeof *c);
+  if (!a || !c) {
+    free(a);
+    free(c);
+    return SL_ENOMEM;
   }
+  rc = sl__h5_child_recv(R->x.fd, a, sizeof *a, t);
+  if (rc == 0 && a->rc < 0) {
+    a->msg[sizeof a->msg - 1] = '\0';
+    rc = sl_worker_errorf(R->w, "%s", a->msg); /* as this process would say it */
+    sl__h5_child_end(&R->x, 0, t, NULL, 0);
+    free(a);
+    free(c);
+    return rc;
   }
+  if (rc == 0) rc = sl__h5_child_recv(R->x.fd, c, sizeof *c, t);
+  sl__h5_addr *addrs = NULL;
+  if (rc == 0 && a->naddrs) {
+    if (a->naddrs > SIZE_MAX / sizeof *addrs || !(addrs = malloc(a->naddrs * sizeof *addrs)))
+      rc = SL_ENOMEM;
+    else
+      rc = sl__h5_child_recv(R->x.fd, addrs, a->naddrs * sizeof *addrs, t);
+  }
+  if (rc == 0) {
+    /* The plan as the child made it; our own pointers and no handles. */
+    sl__h5_child x = R->x;
+    const rd_params *p = R->p;
+    sl_worker *w = R->w;
+    const char *base = R->base;
+    *R = *c;
+    R->p = p;
+    R->w = w;
+    R->base = base;
+    R->x = x;
+    R->iso = true;
+    R->child_msg = NULL;
+    R->child_len = 0;
+    R->fid = R->did = R->dapl = R->memtype = -1;
+    R->addrs = addrs;
+    R->naddrs = addrs ? (size_t)a->naddrs : 0;
+  }
+  free(a);
+  free(c);
+  if (rc == 0) return 0;
+  free(addrs);
+  if (rc == SL_ENOMEM) {
+    sl__h5_child_end(&R->x, 0, t, NULL, 0);
+    return rc;
+  }
+  x_dead(R, rc, "opening it", eb, sizeof eb);
+  return fail(R, "%s", eb);
+}
+
+/* Parent: one request. @return 0 with *size (X_SIZE) or `*size` bytes
+ * at dst (inside block blk), -1 with libhdf5's error in eb, or X_DEAD. */
+static int x_call(reader *R, uint32_t op, const hsize_t *off, const hsize_t *cnt,
+                  uint64_t *size, uint32_t *mask, void *dst, sl_block *blk, char *eb,
+                  size_t len) {
+  static const char *const what[] = {"", "looking up a chunk", "reading a chunk",
+                                     "reading values"};
+  if (R->x.fd < 0) {
+    snprintf(eb, len, "the process that reads the file is gone");
+    return X_DEAD;
+  }
+  xreq q;
+  memset(&q, 0, sizeof q);
+  q.op = op;
+  for (uint32_t d = 0; d < R->ndim; d++) {
+    q.off[d] = off[d];
+    q.cnt[d] = cnt ? cnt[d] : 0;
+  }
+  int seg = -1;
+  if (op != X_SIZE) { /* new_item made dst start a page of the block's own */
+    sl_block_ref ref = sl_block_get_ref(blk);
+    uint64_t at = (uint64_t)((char *)dst - (char *)sl_block_data(blk));
+    if (ref.segment != UINT32_MAX && (ref.offset + at) % page_size() == 0)
+      seg = sl_arena_segment_fd(sl_worker_arena(R->w), ref.segment);
+    if (seg < 0) {
+      snprintf(eb, len, "cannot share the item's memory with the process that reads "
+               "the file");
+      return -1;
+    }
+    q.size = *size;
+    q.seg_off = ref.offset + at;
+  }
+  xrep r;
+  double t = R->p->isolate_timeout;
+  int rc = sl__h5_child_send_fd(R->x.fd, seg, &q, sizeof q) == 0 ? 0 : SL__ISO_GONE;
+  if (rc == 0) rc = sl__h5_child_recv(R->x.fd, &r, sizeof r, t);
+  if (rc == 0 && r.rc >= 0 && op != X_SIZE && r.size != q.size) rc = SL__ISO_GONE;
+  if (rc != 0) return x_dead(R, rc, what[op], eb, len);
+  if (r.rc < 0) {
+    r.msg[sizeof r.msg - 1] = '\0';
+    snprintf(eb, len, "%s", r.msg);
+    return -1;
+  }
+  if (op == X_SIZE) *size = r.size;
+  if (mask) *mask = r.mask;
+  return 0;
+}
+
+/* The front ends: in this process under the lock, or by the child.
+ * @return >= 0, -1 (libhdf5's error in eb) or X_DEAD (eb says why). */
+static int read_size(reader *R, const hsize_t *off, hsize_t *size, char *eb, size_t len) {
+  if (R->iso) {
+    uint64_t s = 0;
+    int rc = x_call(R, X_SIZE, off, NULL, &s, NULL, NULL, NULL, eb, len);
+    *size = s;
+    return rc;
+  }
+  sl__h5_lock();
+  herr_t e = do_size(R, off, size, eb, len);
+  sl__h5_unlock();
+  return e < 0 ? -1 : 0;
+}
+
+static int read_chunk(reader *R, const hsize_t *off, uint64_t size, uint32_t *mask,
+                      void *dst, sl_block *blk, char *eb, size_t len) {
+  if (R->iso) return x_call(R, X_CHUNK, off, NULL, &size, mask, dst, blk, eb, len);
+  sl__h5_lock();
+  herr_t e = do_chunk(R, off, mask, dst, eb, len);
+  sl__h5_unlock();
+  return e < 0 ? -1 : 0;
+}
+
+static int read_plain(reader *R, const hsize_t *off, const hsize_t *cnt, uint64_t size,
+                      void *dst, sl_block *blk, char *eb, size_t len) {
+  if (R->iso) return x_call(R, X_PLAIN, off, cnt, &size, NULL, dst, blk, eb, len);
+  sl__h5_lock();
+  herr_t e = do_plain(R, off, cnt, dst, eb, len);
+  sl__h5_unlock();
+  return e < 0 ? -1 : 0;
 }
 
 static int start(reader *R) {
   int rc = input_dir(R);
   if (rc < 0) return rc;
-  if (R->p->probe && (rc = probe(R)) < 0) return rc;
-  sl__h5_lock();
-  rc = open_file(R);
-  if (rc == 0) rc = open_dataset(R);
-  if (rc == 0) rc = inspect(R);
-  if (rc == 0) index_chunks(R);
-  sl__h5_unlock();
+  if (R->p->isolate) {
+    rc = start_isolated(R);
+  } else {
+    sl__h5_lock();
+    rc = open_file(R);
+    if (rc == 0) rc = open_dataset(R);
+    if (rc == 0) rc = inspect(R);
+    if (rc == 0) index_chunks(R);
+    sl__h5_unlock();
+  }
   if (rc == 0) plan_pieces(R);
   if (rc < 0) return rc;
   if (R->out == SL_DT_NONE) R->out = R->src;
@@ -605,15 +897,26 @@ static int start(reader *R) {
 static int new_item(reader *R, uint32_t mode, uint64_t data, sl_item **out,
                     sl__h5_chunk **hdr) {
   if (data > MAX_ITEM_BYTES + 65536) return fail(R, "item too large");
+  /* Data the child will read into (isolate=true) starts on a page of its
+   * own and ends before the block does, padding included: the child maps
+   * exactly those pages, and nothing of another block. */
+  uint64_t page = page_size();
+  bool own_pages = R->iso && (mode == SL__H5_RAW || mode == SL__H5_PLAIN) && data;
   sl_block *b = NULL;
-  int rc = sl_worker_alloc(R->w, SL__H5_HDR_SIZE + (size_t)data, &b);
+  int rc = sl_worker_alloc(R->w, SL__H5_HDR_SIZE + (size_t)data + (own_pages ? 2 * page : 0),
+                           &b);
   if (rc < 0) {
     if (rc == SL_ECANCELED) return rc;
     char sz[32];
     return fail(R, "cannot allocate %s for a chunk: %s",
                 sl__io_format_size(data, sz, sizeof sz), sl_strerror(rc));
   }
-  sl__h5_chunk *h = sl_block_data(b);
+  size_t at = 0;
+  if (own_pages) {
+    uintptr_t d = (uintptr_t)sl_block_data(b) + SL__H5_HDR_SIZE;
+    at = (size_t)((page - d % page) % page);
+  }
+  sl__h5_chunk *h = (sl__h5_chunk *)(void *)((char *)sl_block_data(b) + at);
   memset(h, 0, SL__H5_HDR_SIZE);
   h->magic = SL__H5_MAGIC;
   h->mode = mode;
@@ -645,7 +948,7 @@ static int new_item(reader *R, uint32_t mode, uint64_t data, sl_item **out,
     sl_block_release(b);
     return SL_ENOMEM;
   }
-  sl_item_set_block(it, SL_KIND_BYTES, b, 0, SL__H5_HDR_SIZE + (size_t)data);
+  sl_item_set_block(it, SL_KIND_BYTES, b, at, SL__H5_HDR_SIZE + (size_t)data);
   it->total_hint = R->total;
   rc = sl_item_meta_set(it, "h5.file", R->p->file);
   if (rc == 0) rc = sl_item_meta_set(it, "h5.dataset", R->p->dataset);
@@ -680,6 +983,15 @@ static int error_item(reader *R, const char *msg, sl_item **it) {
 
 static void origin_of(reader *R, hsize_t *o) {
   for (uint32_t d = 0; d < R->ndim; d++) o[d] = R->at[d] * R->tile[d];
+}
+
+/* "3,0,128": coordinates for a message. @return buf. */
+static const char *coords(const reader *R, const hsize_t *o, char *buf, size_t len) {
+  size_t n = 0;
+  buf[0] = '\0';
+  for (uint32_t d = 0; d < R->ndim && n < len; d++)
+    n += (size_t)snprintf(buf + n, len - n, "%s%llu", d ? "," : "", (unsigned long long)o[d]);
+  return buf;
 }
 
 /* An unwritten chunk: its fill value. */
@@ -727,18 +1039,36 @@ static int mapped_item(reader *R, sl_item **out) {
   return 0;
 }
 
+/* The current block of a contiguous dataset, MAPPED: a chunk of its own
+ * whose stored shape is the block's. */
+static int contig_item(reader *R, sl_item **out) {
+  sl__h5_chunk *h;
+  int rc = new_item(R, SL__H5_MAPPED, 0, out, &h);
+  if (rc < 0) return rc;
+  uint64_t first = 0, n = 1; /* flat index of the block's origin; elements */
+  for (uint32_t d = 0; d < R->ndim; d++) {
+    first = first * R->dims[d] + h->array.origin[d];
+    h->chunk[d] = h->array.shape[d];
+    n *= h->array.shape[d];
+  }
+  uint64_t es = sl_dtype_size(R->src);
+  h->file_offset = R->contig_addr + first * es;
+  h->stored_size = n * es;
+  h->file_dev = R->file_dev;
+  h->file_ino = R->file_ino;
+  return 0;
+}
+
 /* A stored chunk (RAW) or an unwritten one (FILL). */
 static int raw_item(reader *R, sl_item **out) {
   hsize_t off[H5S_MAX_RANK];
   origin_of(R, off);
   hsize_t size = 0;
-  char eb[600], msg[800];
-  sl__h5_lock();
+  char eb[SL__ISO_MSG], msg[SL__ISO_MSG + 200];
   /* An index lookup (H5Dget_chunk_info_by_coord walks the whole index in
    * 1.10: quadratic over a dataset). 0 bytes: never written. */
-  herr_t e = H5Dget_chunk_storage_size(R->did, off, &size);
-  if (e < 0) sl__h5_error_text(eb, sizeof eb, "unknown error");
-  sl__h5_unlock();
+  int e = read_size(R, off, &size, eb, sizeof eb);
+  if (e == X_DEAD) return fail(R, "chunk at [%s]: %s", coords(R, off, msg, sizeof msg), eb);
   /* 1.10.8 reports an unwritten chunk as this error, not as size 0. */
   if (e < 0 && strstr(eb, "chunk storage is not allocated")) {
     e = 0;
@@ -761,11 +1091,14 @@ static int raw_item(reader *R, sl_item **out) {
   if (rc < 0) return rc;
   if (e >= 0) {
     uint32_t m2 = 0;
-    sl__h5_lock();
-    e = H5Dread_chunk(R->did, H5P_DEFAULT, off, &m2, (char *)h + SL__H5_HDR_SIZE);
-    if (e < 0) sl__h5_error_text(eb, sizeof eb, "unknown error");
-    sl__h5_unlock();
+    e = read_chunk(R, off, size, &m2, (char *)h + SL__H5_HDR_SIZE, (*out)->payload.block, eb,
+                   sizeof eb);
     h->filter_mask = m2;
+  }
+  if (e == X_DEAD) {
+    sl_item_destroy(*out);
+    *out = NULL;
+    return fail(R, "chunk at [%s]: %s", coords(R, off, msg, sizeof msg), eb);
   }
   if (e >= 0) return 0;
   snprintf(msg, sizeof msg, "chunk at %s: %s", (*out)->name, eb);
@@ -788,24 +1121,17 @@ static int plain_item(reader *R, sl_item **out) {
   h->src = R->src;
   *out = it;
   if (n == 0) return 0;
-  char eb[600], msg[800];
+  char eb[SL__ISO_MSG], msg[SL__ISO_MSG + 200];
   hsize_t off[H5S_MAX_RANK], cnt[H5S_MAX_RANK];
   origin_of(R, off);
   for (uint32_t d = 0; d < R->ndim; d++) cnt[d] = h->array.shape[d];
-  sl__h5_lock();
-  hid_t fs = H5Dget_space(R->did), ms = -1;
-  herr_t e = fs < 0 ? -1 : 0;
-  if (e >= 0 && R->ndim) {
-    ms = H5Screate_simple((int)R->ndim, cnt, NULL);
-    e = ms < 0 ? -1 : H5Sselect_hyperslab(fs, H5S_SELECT_SET, off, NULL, cnt, NULL);
+  int e = read_plain(R, off, cnt, n * es, (char *)h + SL__H5_HDR_SIZE, it->payload.block, eb,
+                     sizeof eb);
+  if (e == X_DEAD) {
+    sl_item_destroy(it);
+    *out = NULL;
+    return fail(R, "block at [%s]: %s", coords(R, off, msg, sizeof msg), eb);
   }
-  if (e >= 0)
-    e = H5Dread(R->did, R->memtype, R->ndim ? ms : H5S_ALL, R->ndim ? fs : H5S_ALL,
-                H5P_DEFAULT, (char *)h + SL__H5_HDR_SIZE);
-  if (e < 0) sl__h5_error_text(eb, sizeof eb, "unknown error");
-  if (ms >= 0) H5Sclose(ms);
-  if (fs >= 0) H5Sclose(fs);
-  sl__h5_unlock();
   if (e >= 0) return 0;
   snprintf(msg, sizeof msg, "reading %s: %s", it->name, eb);
   return error_item(R, msg, out);
@@ -833,6 +1159,7 @@ static int rd_open(sl_worker *w, void **local) {
   R->w = w;
   R->out = S->out;
   R->fid = R->did = R->dapl = R->memtype = -1;
+  R->x.fd = R->x.pid = -1;
   const char *slash = strrchr(R->p->file, '/');
   R->base = slash ? slash + 1 : R->p->file;
   *local = R;
@@ -856,6 +1183,7 @@ static int rd_produce(sl_worker *w, sl_item **out) {
   if (R->done || R->seq >= R->total) return SL_DONE;
   R->item_failed = false;
   int rc = R->addrs ? mapped_item(R, out)
+           : R->contig ? contig_item(R, out)
            : R->raw && !R->empty ? raw_item(R, out) : plain_item(R, out);
   if (rc == 0 && !R->item_failed) R->failed_in_row = 0;
   if (rc < 0) {
@@ -869,6 +1197,7 @@ static int rd_produce(sl_worker *w, sl_item **out) {
 static void rd_close(sl_worker *w) {
   reader *R = sl_worker_local(w);
   if (!R) return;
+  if (R->x.pid > 0) sl__h5_child_end(&R->x, 0, 0, NULL, 0);
   if (R->fid >= 0 || R->dapl >= 0 || R->memtype >= 0) {
     sl__h5_lock();
     if (R->did >= 0) H5Dclose(R->did);
@@ -937,14 +1266,15 @@ static const sl_param_def rd_params_table[] = {
      "h5.decode find them in the core's cache; 0: whole chunks (cheaper when "
      "the arrays are written back with h5.write, which must put pieces "
      "together again)"},
-    {"probe", SL_PARAM_BOOL, offsetof(rd_params, probe), "true", 0, 0, NULL,
-     "open the file in a child process first: a file on which libhdf5 crashes "
-     "or hangs while opening it or reading its metadata and attributes "
-     "becomes an error of this source instead of killing sluice (costs a "
-     "fork and a second open); false: trusted files only"},
-    {"probe_timeout", SL_PARAM_FLOAT, offsetof(rd_params, probe_timeout), "60", 0.01,
-     1e6, NULL, "seconds the probe may take before the file counts as one "
-     "that hangs libhdf5"},
+    {"isolate", SL_PARAM_BOOL, offsetof(rd_params, isolate), "true", 0, 0, NULL,
+     "run libhdf5 on this file in a child process (opening it, and every "
+     "chunk or block read through libhdf5; mapped chunks are read here): a "
+     "file on which libhdf5 crashes or hangs becomes an error of this source "
+     "instead of killing sluice; false: in this process (trusted files; "
+     "saves a copy of what libhdf5 reads)"},
+    {"isolate_timeout", SL_PARAM_FLOAT, offsetof(rd_params, isolate_timeout), "60",
+     0.01, 1e6, NULL, "seconds the child may take to open the file or to answer "
+     "one read before the file counts as one that hangs libhdf5"},
     SL_PARAM_END,
 };
 
@@ -957,7 +1287,9 @@ const sl_stage_def sl__stage_h5_read = {
         "become float32) and emits one item per chunk of the dataset, in\n"
         "row-major chunk order: ARRAY payloads with the chunk's shape, its\n"
         "origin in the whole dataset and the whole shape. Datasets that are not\n"
-        "chunked come in blocks of about block= bytes of whole rows.\n"
+        "chunked come in blocks of about block= bytes of whole rows; contiguous\n"
+        "ones of plain integers or IEEE floats are read straight from the file\n"
+        "by h5.decode, like unfiltered chunks (mmap=false: through libhdf5).\n"
         "h5.decode always follows (the pipeline inserts it): chunks compressed\n"
         "with deflate/shuffle/fletcher32 are read raw and decompressed there on\n"
         "all cores; HDF5 itself is not thread-safe and is called from one\n"
@@ -972,9 +1304,9 @@ const sl_stage_def sl__stage_h5_read = {
         "Security: external links, external raw-data files and virtual-dataset\n"
         "sources must stay inside the input file's folder. A file left open\n"
         "by a crashed writer is refused (clear it with `h5clear -s FILE`).\n"
-        "Each file is opened in a child process first (probe=true): a file on\n"
-        "which libhdf5 crashes or hangs while opening it fails this source\n"
-        "with a message saying so, and sluice goes on.\n"
+        "libhdf5 runs on the file in a child process (isolate=true): a file\n"
+        "on which libhdf5 crashes or hangs fails this source with a message\n"
+        "saying so, and sluice goes on.\n"
         "Item names are FILE:DATASET[origin]; metadata h5.file, h5.dataset\n"
         "and h5.chunk travel with every item (h5.write uses them).\n"
         "Example: h5.read file=climate.h5 dataset=/t2m ! reduce ops=mean",

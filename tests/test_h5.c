@@ -406,10 +406,10 @@ TEST(dtype_and_block) {
   o = read_ds(file, "/big", "dtype=uint8", true);
   ASSERT_CONTAINS(o.errors, "element [1]: value does not fit uint8");
   free(o.errors);
-  /* Without the probe process: the same values; a failure to open says
-   * the same whether the probe or this process met it. */
-  read_c3(file, "probe=false");
-  outcome p = read_ds(file, "/nope", NULL, true), q = read_ds(file, "/nope", "probe=false", true);
+  /* libhdf5 in this process: the same values; a failure to open says the
+   * same whether the child or this process met it. */
+  read_c3(file, "isolate=false");
+  outcome p = read_ds(file, "/nope", NULL, true), q = read_ds(file, "/nope", "isolate=false", true);
   ASSERT_CONTAINS(p.errors, "dataset /nope: cannot open");
   ASSERT_STREQ(p.errors, q.errors);
   free(p.errors);
@@ -571,6 +571,8 @@ TEST(mapped_chunks) {
       "                   chunks=(64,4096))\n"
       "  f.create_dataset('be', data=(np.arange(200*3000) %% 100000 - 50000).astype('>i4').reshape(200,3000),\n"
       "                   chunks=(128,1024))\n"
+      "  f['cle'] = np.arange(300*4096, dtype='<f8').reshape(300,4096) * 0.5  # contiguous\n"
+      "  f['cbe'] = (np.arange(200*3000) %% 100000 - 50000).astype('>i4').reshape(200,3000)\n"
       "  f.create_dataset('gz', data=np.sin(np.arange(512*1024, dtype='f4')).reshape(512,1024),\n"
       "                   chunks=(256,1024), compression='gzip', shuffle=True, fletcher32=True)\n"
       "np.sin(np.arange(512*1024, dtype='f4')).astype('<f4').tofile('%s/gz.raw')\n",
@@ -598,6 +600,11 @@ TEST(mapped_chunks) {
       {"/le", "piece=100KiB dtype=float32", 103, 5, 0},
       /* 16 rows: 8 + 5 per column of chunks, 3 columns, the last clipped */
       {"/be", "piece=64KiB", 39, 6, 0},
+      /* contiguous: blocks of whole rows read from the file, like chunks */
+      {"/cle", "", 1, 1, 1},                        /* 9.4 MiB: one view */
+      {"/cle", "block=100KiB", 100, 100, 0},        /* 3 rows each: pread */
+      {"/cle", "block=100KiB dtype=float32", 100, 100, 0},
+      {"/cbe", "block=64KiB", 40, 40, 0},           /* 5 rows each, swapped */
       {"/sparse", "piece=256KiB", 32, 4, 0}, /* 8 a chunk, filled ones too */
   };
   for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
@@ -626,8 +633,8 @@ TEST(mapped_chunks) {
     }
     for (size_t i = 0; strcmp(cases[c].ds, "/gz") != 0 && i < size / sl_dtype_size(cap.dtype); i++) {
       double want, v;
-      if (strcmp(cases[c].ds, "/le") == 0) want = (double)i * 0.5;
-      else if (strcmp(cases[c].ds, "/be") == 0) want = (double)(i % 100000) - 50000;
+      if (strstr(cases[c].ds, "le")) want = (double)i * 0.5;
+      else if (strstr(cases[c].ds, "be")) want = (double)(i % 100000) - 50000;
       else want = i < 256 * 1024 ? (double)i : i >= 768 * 1024 ? 1.25 : -7;
       switch (cap.dtype) {
       case SL_DT_F64: memcpy(&v, got[0] + 8 * i, 8); break;
@@ -970,10 +977,10 @@ TEST(conformance_huge) {
 }
 
 /* Files on which libhdf5 1.10.8 itself crashes (SIGSEGV/SIGABRT) or hangs,
- * per the conformance README, plus two more (docs/hdf5.md). h5.read opens
- * every file in a child process first (probe=true), so on each of them
- * sluice must now end with a clean error; the test checks that it says
- * which way libhdf5 failed for those that fail while opening. */
+ * per the conformance README, plus two more (docs/hdf5.md). h5.read runs
+ * libhdf5 in a child process (isolate=true), so on each of them sluice
+ * must end with results or clean errors like on any other file; the test
+ * shows what it said. */
 static const char *const known_crash[] = {
     "cve-2018-11205.h5", "cve-2018-13867.h5", "cve-2018-13871.h5",
     "cve-2018-13875.h5", "cve-2018-14031.h5", "cve-2018-15671.h5",
@@ -1038,8 +1045,8 @@ static int collect_names(const char *path, char **names) {
   return n;
 }
 
-/* In the child: reads each object of the file with h5.read (which probes
- * it in a grandchild of its own); every outcome must be a result or an
+/* In the child: reads each object of the file with h5.read (which runs
+ * libhdf5 in a grandchild of its own); every outcome must be a result or an
  * error naming the file. Exit 0 when so. The outcomes of known-crash files
  * go to stderr (the log), which the parent shows. */
 static void cve_child(const char *path, bool known) {
@@ -1047,7 +1054,7 @@ static void cve_child(const char *path, bool known) {
   char *names[6] = {0};
   int n = collect_names(path, names);
   for (int i = 0; i < n; i++) {
-    outcome o = read_ds(path, names[i], "probe_timeout=2", false);
+    outcome o = read_ds(path, names[i], "isolate_timeout=2", false);
     if (o.rc != 0 && !strstr(o.errors, path)) {
       fprintf(stderr, "%s %s: error without the file name: %s\n", path, names[i], o.errors);
       _exit(3);
@@ -1076,8 +1083,8 @@ static void cve_pocs(int half) {
     for (const char *c = e->d_name; *c; c++) hsh = hsh * 31 + (unsigned char)*c;
     if ((int)(hsh & 1) != half) continue;
     /* Under AddressSanitizer libhdf5's own out-of-bounds accesses become
-     * reports that end the process (exit 1): in the probe that is a crash
-     * like any other, so nothing is tolerated in any build. */
+     * reports that end the process (exit 1): in h5.read's child that is a
+     * crash like any other, so nothing is tolerated in any build. */
     char *path = tf_asprintf("%s/%s", dir, e->d_name);
     fflush(stderr);
     char *log = tf_asprintf("/tmp/sl-h5-cve-%d.log", (int)getpid());
@@ -1121,7 +1128,7 @@ static void cve_pocs(int half) {
   free(dir);
 }
 
-/* ---- the probe process itself (h5_probe.c) --------------------------- */
+/* ---- the child process that runs libhdf5 (h5_isolate.c) ------------- */
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define PROBE_SANITIZED 1
@@ -1131,59 +1138,106 @@ static void cve_pocs(int half) {
 #endif
 #endif
 
-static int probe_fn(void *ctx, char *msg, size_t len) {
-  switch (*(const int *)ctx) {
-  case 0: return 0;
-  case 1: snprintf(msg, len, "the cause, in words"); return -1;
-  case 2: { volatile int *p = NULL; return *p; } /* a crash of the "library" */
-  case 3: abort();
-  case 4: for (;;) pause(); /* a hang: only SIGKILL ends it */
-  case 5: _exit(7);          /* gone without an answer */
-  default: { /* unbounded allocation: must fail within the address-space limit */
-    size_t n = (size_t)(SL__PROBE_MEMORY + (UINT64_C(1) << 30));
+/* In a child: does `what`, then answers "ok!" (3 bytes) on fd. */
+static _Noreturn void child_doing(int what, int fd) {
+  switch (what) {
+  case 1: { volatile int *p = NULL; (void)*p; break; } /* a crash of the "library" */
+  case 2: abort();
+  case 3: for (;;) pause(); /* a hang: only SIGKILL ends it */
+  case 4: _exit(7);         /* gone without an answer */
+  case 5: { /* unbounded allocation: fails within the address-space cap */
+    size_t n = (size_t)(SL__ISO_MEMORY + (UINT64_C(1) << 30));
     char *big = malloc(n);
-    if (!big) {
-      snprintf(msg, len, "allocation failed");
-      return -1;
-    }
-    memset(big, 1, n);
-    free(big);
-    return 0;
+    if (big) memset(big, 1, n);
+    sl__h5_child_send(fd, big ? "big" : "nom", 3);
+    _exit(0);
   }
+  default: break;
   }
+  sl__h5_child_send(fd, "ok!", 3);
+  _exit(0);
 }
 
-TEST(probe_outcomes) {
-  char msg[SL__PROBE_MSG];
-  int detail, what;
-  what = 0;
-  ASSERT_EQ(sl__h5_probe(probe_fn, &what, 10, msg, sizeof msg, &detail), SL__PROBE_OK);
-  what = 1;
-  ASSERT_EQ(sl__h5_probe(probe_fn, &what, 10, msg, sizeof msg, &detail), SL__PROBE_ERROR);
-  ASSERT_STREQ(msg, "the cause, in words");
-  /* A sanitizer turns a fault into its report and exit 1; else a signal. */
-  what = 2;
-  ASSERT_EQ(sl__h5_probe(probe_fn, &what, 10, msg, sizeof msg, &detail), SL__PROBE_CRASH);
-  ASSERT(detail == SIGSEGV || (detail == 0 && strstr(msg, "exit status")));
-  what = 3;
-  ASSERT_EQ(sl__h5_probe(probe_fn, &what, 10, msg, sizeof msg, &detail), SL__PROBE_CRASH);
-  ASSERT(detail == SIGABRT || (detail == 0 && strstr(msg, "exit status")));
-  what = 5;
-  ASSERT_EQ(sl__h5_probe(probe_fn, &what, 10, msg, sizeof msg, &detail), SL__PROBE_CRASH);
-  ASSERT_EQ(detail, 0);
-  ASSERT_STREQ(msg, "exit status 7");
-  what = 4;
+/* One child: what it answers (or how it failed), and how it ended. */
+static int child_outcome(int what, double timeout, char *answer, char *why, size_t len) {
+  sl__h5_child c;
+  int rc = sl__h5_child_fork(&c);
+  ASSERT(rc >= 0);
+  if (rc == 1) child_doing(what, c.fd);
+  answer[3] = '\0';
+  rc = sl__h5_child_recv(c.fd, answer, 3, timeout);
+  sl__h5_child_end(&c, rc, timeout, why, len);
+  ASSERT_EQ(c.fd, -1);
+  ASSERT_EQ(c.pid, -1);
+  return rc;
+}
+
+TEST(child_outcomes) {
+  char answer[4], why[300];
+  ASSERT_EQ(child_outcome(0, 10, answer, why, sizeof why), 0);
+  ASSERT_STREQ(answer, "ok!");
+  /* A sanitizer turns a fault into its report and an exit status of its
+   * own (ASan 1, TSan 66); else a signal. */
+  ASSERT_EQ(child_outcome(1, 10, answer, why, sizeof why), SL__ISO_GONE);
+  ASSERT(strstr(why, "signal 11, SIGSEGV") || strstr(why, "exit status"));
+  ASSERT_EQ(child_outcome(2, 10, answer, why, sizeof why), SL__ISO_GONE);
+  ASSERT(strstr(why, "signal 6, SIGABRT") || strstr(why, "exit status"));
+  ASSERT_EQ(child_outcome(4, 10, answer, why, sizeof why), SL__ISO_GONE);
+  ASSERT_STREQ(why, "exit status 7, without an answer");
   uint64_t t0 = sl_now_ns();
-  ASSERT_EQ(sl__h5_probe(probe_fn, &what, 0.3, msg, sizeof msg, &detail), SL__PROBE_HANG);
+  ASSERT_EQ(child_outcome(3, 0.3, answer, why, sizeof why), SL__ISO_LATE);
   uint64_t took = sl_now_ns() - t0;
   ASSERT(took >= 300000000u && took < 30000000000u);
+  ASSERT_CONTAINS(why, "no answer within 0.3 s");
 #ifndef PROBE_SANITIZED /* sanitizers reserve their own address space */
-  what = 6;
-  ASSERT_EQ(sl__h5_probe(probe_fn, &what, 30, msg, sizeof msg, &detail), SL__PROBE_ERROR);
-  ASSERT_STREQ(msg, "allocation failed");
+  ASSERT_EQ(child_outcome(5, 30, answer, why, sizeof why), 0);
+  ASSERT_STREQ(answer, "nom");
 #endif
-  /* This process is unharmed, and h5.read reports each way by file. */
-  ASSERT_EQ(sl__h5_probe(probe_fn, &(int){0}, 10, msg, sizeof msg, &detail), SL__PROBE_OK);
+  /* This process is unharmed. */
+  ASSERT_EQ(child_outcome(0, 10, answer, why, sizeof why), 0);
+}
+
+/* The child crashing or hanging in the middle of a dataset (a test hook
+ * makes it do so at its Nth request): the items before it arrive, the
+ * source ends with a message naming the chunk and how the child ended. */
+TEST(child_fails_midway) {
+  char *dir = make_tmpdir();
+  char *code = tf_asprintf(
+      "import h5py, numpy as np\n"
+      "with h5py.File('%s/a.h5','w') as f:\n"
+      "  f.create_dataset('g', data=np.arange(100*10, dtype='f8').reshape(100,10),\n"
+      "                   chunks=(10,10), compression='gzip')\n"
+      "  f['c'] = np.arange(3000, dtype='i4')\n",
+      dir);
+  python(code);
+  free(code);
+  char *file = tf_asprintf("%s/a.h5", dir);
+  /* gzip chunks too small to map: each is a size lookup and a read. */
+  setenv("SLUICE_TEST_H5_CHILD", "crash@5", 1);
+  outcome o = read_ds(file, "/g", "isolate_timeout=5", false);
+  ASSERT_CONTAINS(o.errors, "dataset /g: chunk at [20,0]: libhdf5 failed looking up a chunk (");
+  ASSERT_CONTAINS(o.errors, "in the process that reads the file");
+  ASSERT_EQ(cap.items, 2);
+  free(o.errors);
+  setenv("SLUICE_TEST_H5_CHILD", "hang@4", 1);
+  o = read_ds(file, "/g", "isolate_timeout=0.5", false);
+  ASSERT_CONTAINS(o.errors, "dataset /g: chunk at [10,0]: libhdf5 failed reading a chunk "
+                            "(no answer within 0.5 s");
+  ASSERT_EQ(cap.items, 1);
+  free(o.errors);
+  /* Contiguous, mmap=false: blocks through H5Dread. */
+  setenv("SLUICE_TEST_H5_CHILD", "crash@2", 1);
+  o = read_ds(file, "/c", "block=4096 mmap=false", false);
+  ASSERT_CONTAINS(o.errors, "dataset /c: block at [1024]: libhdf5 failed reading values (");
+  ASSERT_EQ(cap.items, 1);
+  free(o.errors);
+  unsetenv("SLUICE_TEST_H5_CHILD");
+  o = read_ds(file, "/c", "block=4096 mmap=false", false);
+  ASSERT_STREQ(o.errors, "");
+  ASSERT_EQ(cap.items, 3);
+  free(o.errors);
+  free(file);
+  rm_tree(dir);
 }
 
 TEST(conformance_cve_pocs_a) { cve_pocs(0); }
@@ -1203,7 +1257,8 @@ static const sl_test_case cases[] = {
     SL_CASE(conformance_jhdf_b, "conformance"),
     SL_CASE(conformance_generated, "conformance"),
     SL_CASE(conformance_huge, "conformance"),
-    SL_CASE(probe_outcomes, "unit"),
+    SL_CASE(child_outcomes, "unit"),
+    SL_CASE(child_fails_midway, "unit"),
     SL_CASE(conformance_cve_pocs_a, "conformance"),
     SL_CASE(conformance_cve_pocs_b, "conformance"),
 };
