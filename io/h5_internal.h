@@ -67,6 +67,9 @@ enum { SL__ISO_GONE = -2000, SL__ISO_LATE = -2001 };
  * calls libhdf5 directly, nothing of the engine, and ends with _exit), or
  * -errno when no child could be started. */
 int sl__h5_child_fork(sl__h5_child *c);
+/* In the child: its address space capped at its size now plus `extra`
+ * bytes (the soft limit; at the fork, SL__ISO_MEMORY). */
+void sl__h5_child_allow(uint64_t extra);
 /* Writes n bytes. @return 0, or -1 when the other end is gone. */
 int sl__h5_child_send(int fd, const void *p, size_t n);
 /* sl__h5_child_send with file descriptor `pass` attached (the other

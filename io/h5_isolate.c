@@ -64,15 +64,17 @@ static void child_setup(void) {
   signal(SIGPIPE, SIG_DFL);
   struct rlimit rl = {0, 0};
   setrlimit(RLIMIT_CORE, &rl);
+  sl__h5_child_allow(SL__ISO_MEMORY);
+}
+
+void sl__h5_child_allow(uint64_t extra) {
   uint64_t vm = vm_size();
-  struct rlimit old;
-  if (vm && getrlimit(RLIMIT_AS, &old) == 0) {
-    rlim_t cap = (rlim_t)(vm + SL__ISO_MEMORY);
-    if (old.rlim_max == RLIM_INFINITY || old.rlim_max > cap) {
-      rl.rlim_cur = rl.rlim_max = cap;
-      setrlimit(RLIMIT_AS, &rl);
-    }
-  }
+  struct rlimit rl;
+  if (!vm || extra > UINT64_MAX - vm || getrlimit(RLIMIT_AS, &rl) != 0) return;
+  rlim_t cap = (rlim_t)(vm + extra);
+  if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < cap) cap = rl.rlim_max;
+  rl.rlim_cur = cap; /* the soft limit only: it can be raised again */
+  setrlimit(RLIMIT_AS, &rl);
 }
 
 int sl__h5_child_fork(sl__h5_child *c) {

@@ -597,8 +597,10 @@ static herr_t do_plain(reader *R, const hsize_t *off, const hsize_t *cnt, void *
  * arena segment (SCM_RIGHTS) and the child maps exactly the block's data
  * pages (new_item gives the data pages of its own), so a libhdf5 bug that
  * writes out of bounds hits unmapped memory in the child, never another
- * block. The child ends when the parent closes its end (or kills it). The parent restores its own pointers in the copied
- * reader; it never holds an HDF5 handle of the file.
+ * block. The child ends when the parent closes its end (or kills it). The
+ * parent restores its own pointers in the copied reader; it never holds an
+ * HDF5 handle of the file. Planning runs under the child's address-space
+ * cap; then the cap grows by what one item's window may need.
  */
 
 enum { X_SIZE = 1, X_CHUNK = 2, X_PLAIN = 3 };
@@ -710,6 +712,8 @@ static _Noreturn void child_main(reader *R, int fd) {
   if (sl__h5_child_send(fd, R, sizeof *R) != 0 ||
       (a->naddrs && sl__h5_child_send(fd, R->addrs, a->naddrs * sizeof *R->addrs) != 0))
     _exit(0);
+  uint64_t item = R->tile_bytes > R->p->block ? R->tile_bytes : R->p->block;
+  sl__h5_child_allow(SL__ISO_MEMORY + (item < MAX_ITEM_BYTES ? item : MAX_ITEM_BYTES) * 2);
   child_serve(R, fd);
 }
 
@@ -1257,9 +1261,9 @@ static const sl_param_def rd_params_table[] = {
      1073741824.0, NULL, "bytes per item for datasets that are not chunked "
      "(whole rows along the first axis)"},
     {"mmap", SL_PARAM_BOOL, offsetof(rd_params, mmap), "true", 0, 0, NULL,
-     "read stored chunks of 256 KiB or more straight from the file (mapped, "
-     "or pread for pieces; the file must not be truncated while it is "
-     "read); false: copy them through libhdf5"},
+     "read stored chunks of 256 KiB or more, and contiguous data, straight "
+     "from the file (mapped, or pread for pieces; the file must not be "
+     "truncated while it is read); false: copy them through libhdf5"},
     {"piece", SL_PARAM_SIZE, offsetof(rd_params, piece), "512KiB", 0,
      1073741824.0, NULL, "mapped unfiltered chunks larger than this go out in "
      "pieces of whole rows of about this size, so that the stages after "
