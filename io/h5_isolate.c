@@ -120,17 +120,24 @@ typedef union fd_msg {
   struct cmsghdr align;
 } fd_msg;
 
+/* A message of n bytes at p with room for one descriptor. */
+static void fd_msghdr(struct msghdr *m, struct iovec *iov, fd_msg *u, const void *p, size_t n) {
+  memset(u, 0, sizeof *u);
+  memset(m, 0, sizeof *m);
+  iov->iov_base = (void *)p;
+  iov->iov_len = n;
+  m->msg_iov = iov;
+  m->msg_iovlen = 1;
+  m->msg_control = u->buf;
+  m->msg_controllen = sizeof u->buf;
+}
+
 int sl__h5_child_send_fd(int fd, int pass, const void *p, size_t n) {
   if (pass < 0) return sl__h5_child_send(fd, p, n);
   fd_msg u;
-  memset(&u, 0, sizeof u);
-  struct iovec iov = {(void *)p, n};
+  struct iovec iov;
   struct msghdr m;
-  memset(&m, 0, sizeof m);
-  m.msg_iov = &iov;
-  m.msg_iovlen = 1;
-  m.msg_control = u.buf;
-  m.msg_controllen = sizeof u.buf;
+  fd_msghdr(&m, &iov, &u, p, n);
   struct cmsghdr *c = CMSG_FIRSTHDR(&m);
   c->cmsg_level = SOL_SOCKET;
   c->cmsg_type = SCM_RIGHTS;
@@ -146,13 +153,9 @@ int sl__h5_child_send_fd(int fd, int pass, const void *p, size_t n) {
 int sl__h5_child_recv_fd(int fd, int *got, void *p, size_t n) {
   *got = -1;
   fd_msg u;
-  struct iovec iov = {p, n};
+  struct iovec iov;
   struct msghdr m;
-  memset(&m, 0, sizeof m);
-  m.msg_iov = &iov;
-  m.msg_iovlen = 1;
-  m.msg_control = u.buf;
-  m.msg_controllen = sizeof u.buf;
+  fd_msghdr(&m, &iov, &u, p, n);
   ssize_t k;
   do k = recvmsg(fd, &m, MSG_CMSG_CLOEXEC);
   while (k < 0 && errno == EINTR);

@@ -855,20 +855,15 @@ static int read_size(reader *R, const hsize_t *off, hsize_t *size, char *eb, siz
   return e < 0 ? -1 : 0;
 }
 
-static int read_chunk(reader *R, const hsize_t *off, uint64_t size, uint32_t *mask,
-                      void *dst, sl_block *blk, char *eb, size_t len) {
-  if (R->iso) return x_call(R, X_CHUNK, off, NULL, &size, mask, dst, blk, eb, len);
+/* X_CHUNK (a raw chunk; its filter mask in *mask) or X_PLAIN (cnt values
+ * converted) into dst, `size` bytes inside block blk. */
+static int read_data(reader *R, uint32_t op, const hsize_t *off, const hsize_t *cnt,
+                     uint64_t size, uint32_t *mask, void *dst, sl_block *blk, char *eb,
+                     size_t len) {
+  if (R->iso) return x_call(R, op, off, cnt, &size, mask, dst, blk, eb, len);
   sl__h5_lock();
-  herr_t e = do_chunk(R, off, mask, dst, eb, len);
-  sl__h5_unlock();
-  return e < 0 ? -1 : 0;
-}
-
-static int read_plain(reader *R, const hsize_t *off, const hsize_t *cnt, uint64_t size,
-                      void *dst, sl_block *blk, char *eb, size_t len) {
-  if (R->iso) return x_call(R, X_PLAIN, off, cnt, &size, NULL, dst, blk, eb, len);
-  sl__h5_lock();
-  herr_t e = do_plain(R, off, cnt, dst, eb, len);
+  herr_t e = op == X_CHUNK ? do_chunk(R, off, mask, dst, eb, len)
+                           : do_plain(R, off, cnt, dst, eb, len);
   sl__h5_unlock();
   return e < 0 ? -1 : 0;
 }
@@ -1095,8 +1090,8 @@ static int raw_item(reader *R, sl_item **out) {
   if (rc < 0) return rc;
   if (e >= 0) {
     uint32_t m2 = 0;
-    e = read_chunk(R, off, size, &m2, (char *)h + SL__H5_HDR_SIZE, (*out)->payload.block, eb,
-                   sizeof eb);
+    e = read_data(R, X_CHUNK, off, NULL, size, &m2, (char *)h + SL__H5_HDR_SIZE,
+                  (*out)->payload.block, eb, sizeof eb);
     h->filter_mask = m2;
   }
   if (e == X_DEAD) {
@@ -1129,8 +1124,8 @@ static int plain_item(reader *R, sl_item **out) {
   hsize_t off[H5S_MAX_RANK], cnt[H5S_MAX_RANK];
   origin_of(R, off);
   for (uint32_t d = 0; d < R->ndim; d++) cnt[d] = h->array.shape[d];
-  int e = read_plain(R, off, cnt, n * es, (char *)h + SL__H5_HDR_SIZE, it->payload.block, eb,
-                     sizeof eb);
+  int e = read_data(R, X_PLAIN, off, cnt, n * es, NULL, (char *)h + SL__H5_HDR_SIZE,
+                    it->payload.block, eb, sizeof eb);
   if (e == X_DEAD) {
     sl_item_destroy(it);
     *out = NULL;
