@@ -192,16 +192,18 @@ int sl__stats_json_write(sl_run *r, const char *path) {
   sl__buf b = {0};
   double wall = wall_seconds(r);
   int bn = sl__bottleneck(r, wall);
+  sl_arena_stats ast;
+  sl_arena_get_stats(r->arena, &ast);
   sl__buf_printf(&b, "{\n  \"items_ok\": %llu,\n  \"items_failed\": %llu,\n"
                  "  \"items_skipped\": %llu,\n  \"wall_s\": %.6f,\n"
                  "  \"peak_rss_bytes\": %llu,\n  \"threads\": %u,\n"
-                 "  \"memory_budget_bytes\": %llu,\n  \"interrupted\": %s,\n"
-                 "  \"bottleneck\": ",
+                 "  \"memory_budget_bytes\": %llu,\n  \"memory_peak_bytes\": %llu,\n"
+                 "  \"interrupted\": %s,\n  \"bottleneck\": ",
                  (unsigned long long)atomic_load(&r->ok),
                  (unsigned long long)atomic_load(&r->failed),
                  (unsigned long long)atomic_load(&r->skipped), wall,
                  (unsigned long long)sl__peak_rss_bytes(), r->threads,
-                 (unsigned long long)sl_arena_budget(r->arena),
+                 (unsigned long long)sl_arena_budget(r->arena), (unsigned long long)ast.peak,
                  atomic_load(&r->canceled) ? "true" : "false");
   if (bn >= 0) sl__buf_json_string(&b, r->rt[bn].def->name);
   else sl__buf_puts(&b, "null");
