@@ -2,7 +2,7 @@
 """bench/hdf5/h5py_ref.py -- the h5py + numpy side of bench/hdf5/run.sh,
 written the way a Python user would: chunk by chunk, so memory stays small.
 
-  h5py_ref.py make OUT.h5 ROWS COLS CHUNK_ROWS [gzip|gzip32]   the input "x"
+  h5py_ref.py make OUT.h5 ROWS COLS CHUNK_ROWS [gzip|gzip32|contig]   the input "x"
   h5py_ref.py reduce IN.h5 OUT.json                     sum, mean, min, max and
                                                         a 100-bin histogram over
                                                         [min, max] (two passes)
@@ -23,14 +23,17 @@ def chunks(d):
         yield d[r:r + step]
 
 
-def make(path, rows, cols, crows, gzip, f32=False):
+def make(path, rows, cols, crows, gzip, f32=False, contig=False):
     """f32: values rounded to float32 precision (stored as float64), as an
     instrument's single-precision samples are: their low mantissa bytes are
-    zero, so shuffle + gzip compresses them far better."""
+    zero, so shuffle + gzip compresses them far better. contig: not chunked
+    (what h5py writes when no chunks= nor compression is asked for); the
+    same values as the plain file."""
     rng = np.random.default_rng(20261122)
     kw = dict(compression="gzip", compression_opts=1, shuffle=True) if gzip else {}
     with h5py.File(path, "w") as f:
-        d = f.create_dataset("x", (rows, cols), dtype="<f8", chunks=(crows, cols), **kw)
+        chunks = None if contig else (crows, cols)
+        d = f.create_dataset("x", (rows, cols), dtype="<f8", chunks=chunks, **kw)
         d.attrs["units"] = "K"
         for r in range(0, rows, crows):
             # smooth field plus noise: compresses like measured data
@@ -98,7 +101,7 @@ if __name__ == "__main__":
     if cmd == "make":
         kind = sys.argv[6] if len(sys.argv) > 6 else ""
         make(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]),
-             kind.startswith("gzip"), kind == "gzip32")
+             kind.startswith("gzip"), kind == "gzip32", kind == "contig")
     elif cmd == "reduce":
         reduce(sys.argv[2], sys.argv[3])
     elif cmd == "map":
