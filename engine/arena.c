@@ -643,6 +643,12 @@ static uint64_t regular_size(const sl_arena *a, uint64_t cost) {
   return size < a->seg_bytes ? size : a->seg_bytes;
 }
 
+/* After a regular segment of `size` bytes was made: the next is twice as
+ * large, up to seg_bytes. Locked (or not yet shared). */
+static void grew(sl_arena *a, uint64_t size) {
+  a->next_seg = size < a->seg_bytes / 2 ? 2 * size : a->seg_bytes;
+}
+
 /* Detaches an empty regular segment (the spare) onto *list for the caller
  * to close unlocked. Locked; spare > 0. */
 static void spare_drop(sl_arena *a, segment **list) {
@@ -682,7 +688,7 @@ static int alloc_regular(sl_arena *a, uint64_t units, sl_block **out,
     a->growing = false;
     sl__cond_broadcast(&a->grow_cv);
     if (rc < 0) return rc;
-    a->next_seg = size < a->seg_bytes / 2 ? 2 * size : a->seg_bytes;
+    grew(a, size);
     /* If space was freed meanwhile, the new segment (already paid for:
      * reserved) is kept as the spare when there is none: discarding it
      * made a pipeline whose blocks fill exactly one segment create and drop
@@ -817,7 +823,7 @@ int sl_arena_create(sl_arena **out, const sl_arena_options *opt) {
   segment *s = NULL;
   int rc = segment_open(a->next_seg, false, &s);
   if (rc == 0 && (rc = segment_add_regular(a, s)) < 0) segment_close(s);
-  if (rc == 0) a->next_seg = a->next_seg < a->seg_bytes / 2 ? 2 * a->next_seg : a->seg_bytes;
+  if (rc == 0) grew(a, a->next_seg);
   if (rc < 0) {
     sl_arena_destroy(a);
     return rc;

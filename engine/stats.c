@@ -203,7 +203,7 @@ int sl__stats_json_write(sl_run *r, const char *path) {
                  (unsigned long long)atomic_load(&r->failed),
                  (unsigned long long)atomic_load(&r->skipped), wall,
                  (unsigned long long)sl__peak_rss_bytes(), r->threads,
-                 (unsigned long long)sl_arena_budget(r->arena), (unsigned long long)ast.peak,
+                 (unsigned long long)ast.budget, (unsigned long long)ast.peak,
                  atomic_load(&r->canceled) ? "true" : "false");
   if (bn >= 0) sl__buf_json_string(&b, r->rt[bn].def->name);
   else sl__buf_puts(&b, "null");
