@@ -83,10 +83,10 @@ int sl__h5_child_recv_fd(int fd, int *got, void *p, size_t n);
  * ever). @return 0, SL__ISO_GONE (the other end closed or died) or
  * SL__ISO_LATE. */
 int sl__h5_child_recv(int fd, void *p, size_t n, double timeout);
-/* In the parent: closes our end, kills the child unless `how` is
- * SL__ISO_GONE (it ended by itself), reaps it and, when why is given,
- * says how it ended ("signal 11, SIGSEGV, ...", "no answer within ...",
- * "exit status 1, ..."). */
+/* In the parent: closes our end, kills the child (a dead one keeps its
+ * status), reaps it and, when why is given, says how it ended: `how` is
+ * what the last receive returned ("no answer within ..." for
+ * SL__ISO_LATE, else "signal 11, SIGSEGV, ..." or "exit status 1, ..."). */
 void sl__h5_child_end(sl__h5_child *c, int how, double timeout, char *why, size_t len);
 
 /* ---- chunk items ------------------------------------------------------ */
@@ -201,9 +201,9 @@ void sl__h5_tables_free(sl__h5_tables *t);
 hid_t sl__h5_native(sl_dtype t);
 
 /* An attribute read whole (h5_lock.c), for h5.write's copy and h5.read's
- * probe. Under the lock: opens attribute `name` of `loc` and reads its
- * values (at most 64 MiB; reference-typed ones are not read: skip is set,
- * buf stays NULL). @return 0, or -1 (HDF5's error stack says why). Call
+ * child process. Under the lock: opens attribute `name` of `loc` and reads
+ * its values (at most 64 MiB; reference-typed ones are not read: skip is
+ * set, buf stays NULL). @return 0, or -1 (HDF5's error stack says why). Call
  * sl__h5_attr_free either way. */
 typedef struct sl__h5_attr {
   hid_t a, t, s;

@@ -7,9 +7,10 @@
  * never calls libhdf5 on its input in the sluice process: a child forked
  * for the file opens it, plans the read and then answers requests (a
  * chunk's stored size, a raw chunk, a block of converted values) over a
- * socket, the bytes following each answer. When the child dies or does
- * not answer in time, the parent kills and reaps it and fails the source
- * with a message saying how: one file's error, not a dead run.
+ * socket; the bytes go straight into the item's arena block, whose
+ * segment each request carries (sl__h5_child_send_fd). When the child
+ * dies or does not answer in time, the parent kills and reaps it and fails
+ * the source with a message saying how: one file's error, not a dead run.
  *
  * This file has the process mechanics; h5_read.c has the protocol.
  *   - The fork happens under the HDF5 lock, so no other thread of the
@@ -19,11 +20,12 @@
  *   - The child calls nothing of the engine (another thread may have held
  *     one of its locks at the fork), writes no core file, has the default
  *     action for SIGINT/SIGTERM/SIGPIPE (not the CLI's handlers), and its
- *     address space is limited to the parent's plus SL__ISO_MEMORY: a file
- *     that makes libhdf5 allocate without bound fails in the child with
- *     libhdf5's own "memory allocation failed". It ends with _exit (no
- *     atexit handlers, no stdio flush: the parent's buffers are not
- *     written twice), when the parent closes its end or kills it.
+ *     address space is limited (soft limit) to the parent's plus
+ *     SL__ISO_MEMORY, raised with sl__h5_child_allow once the read is
+ *     planned: a file that makes libhdf5 allocate without bound fails in
+ *     the child with libhdf5's own "memory allocation failed". It ends
+ *     with _exit (no atexit handlers, no stdio flush: the parent's buffers
+ *     are not written twice), when the parent closes its end or kills it.
  *   - Both ends are close-on-exec. A fork copies private memory lazily and
  *     shared mappings (the arena) not at all: a few milliseconds.
  */
@@ -200,7 +202,7 @@ static const char *signal_text(int sig) {
   switch (sig) {
   case SIGSEGV: return "SIGSEGV, a bad memory access";
   case SIGBUS: return "SIGBUS, a bad memory access";
-  case SIGABRT: return "SIGABRT: it found its own memory corrupted";
+  case SIGABRT: return "SIGABRT: it aborted (a failed check, or a corrupted heap)";
   case SIGFPE: return "SIGFPE, an arithmetic fault";
   case SIGILL: return "SIGILL, an illegal instruction";
   case SIGKILL: return "SIGKILL: killed, e.g. out of memory";
@@ -214,7 +216,9 @@ void sl__h5_child_end(sl__h5_child *c, int how, double timeout, char *why, size_
   if (c->pid <= 0) return;
   pid_t pid = (pid_t)c->pid;
   c->pid = -1;
-  if (how != SL__ISO_GONE) kill(pid, SIGKILL); /* late, or simply done */
+  /* Always: a child that is late or simply done must go, and one that
+   * already died keeps the status it died with. */
+  kill(pid, SIGKILL);
   int st = 0;
   while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
   }
