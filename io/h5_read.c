@@ -41,12 +41,14 @@
  * libhdf5 itself crashes or hangs on some crafted files. With isolate=true
  * (the default) every libhdf5 call on the input happens in a child process
  * forked for it (h5_isolate.c; protocol below): opening and planning, then
- * each stored-size lookup, raw chunk read and H5Dread, the bytes coming
- * back over a socket. A crash or hang there fails this source with a
- * message saying so instead of killing the process.
+ * each stored-size lookup, raw chunk read and H5Dread, the bytes written
+ * by the child straight into the item's block. A crash or hang there
+ * fails this source with a message saying so instead of killing the
+ * process.
  *
- * Threading: one worker (a source); every HDF5 call under sl__h5_lock(),
- * which is never held while waiting for arena memory.
+ * Threading: one worker (a source); with isolate=false every HDF5 call is
+ * under sl__h5_lock(), which is never held while waiting for arena memory
+ * (with isolate=true the lock is taken only for the fork).
  */
 #include <errno.h>
 #include <hdf5.h>

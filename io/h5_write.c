@@ -799,7 +799,7 @@ static int write_array(wr_shared *S, sl_worker *w, wr_local *L, const sl_item *i
     rc = encode_chunk(S, w, L, a, data, &data, &len);
     return rc < 0 ? rc : store_chunk(S, w, a, data, len, n);
   }
-  /* A scalar's one element, or an empty array: nothing to write. */
+  /* A scalar's one element (an empty array writes nothing). */
   pthread_mutex_lock(&S->mu);
   if (S->broken) rc = sl_worker_errorf(w, "%s: not written: an earlier item failed", S->p->file);
   if (rc == 0 && n) rc = write_locked(S, w, a, data, 0);
