@@ -729,30 +729,21 @@ TEST(write_failure_leaves_nothing) {
   char *dir = make_tmpdir();
   char *src = shared_dir("generated/corrupt_gzip_chunk.h5");
   /* One chunk is corrupt: the others arrive, the dataset is incomplete,
-   * so nothing may be written. */
-  char *text = tf_asprintf("h5.read file=%s dataset=/gzip_shuffle_f8 ! "
-                         "h5.write file=%s/out.h5 dataset=/d\n", src, dir);
-  outcome o = run_text(text, 2);
-  ASSERT_NE(o.rc, 0);
-  ASSERT_CONTAINS(o.errors, "invalid zlib stream");
-  ASSERT_CONTAINS(o.errors, "not written");
-  ASSERT_EQ(dir_count(dir), 0);
-  free(o.errors);
-  free(text);
-  /* The same with chunks the 64x8 items do not match: they are assembled,
-   * the chunks the bad item touches never fill, and are written part by
-   * part at the end, or when 5 are open, before the count refuses the
-   * file. At 1 to 4 threads, so that assemblies are taken in any order. */
+   * so nothing may be written. With the source's own chunks, and with
+   * chunks the 64x8 items do not match: they are assembled, the chunks the
+   * bad item touches never fill, and are written part by part at the end,
+   * or when 5 are open, before the count refuses the file. At 1 to 4
+   * threads, so that assemblies are taken in any order. */
   for (unsigned th = 1; th <= 4; th++) {
     /* the last: one 296 kB uncompressed chunk, allocated at creation and
      * mapped */
-    const char *params[] = {"chunks=100,37", "chunks=30,10", "chunks=1000,1",
+    const char *params[] = {"", "chunks=100,37", "chunks=30,10", "chunks=1000,1",
                             "chunks=1000,37 compress=none"};
-    for (size_t k = 0; k < 4; k++) {
-      text = tf_asprintf("h5.read file=%s dataset=/gzip_shuffle_f8 ! "
-                         "h5.write file=%s/out.h5 dataset=/d %s\n", src, dir,
-                         params[k]);
-      o = run_text(text, th);
+    for (size_t k = 0; k < sizeof params / sizeof *params; k++) {
+      char *text = tf_asprintf("h5.read file=%s dataset=/gzip_shuffle_f8 ! "
+                               "h5.write file=%s/out.h5 dataset=/d %s\n", src, dir,
+                               params[k]);
+      outcome o = run_text(text, th);
       ASSERT_NE(o.rc, 0);
       ASSERT_CONTAINS(o.errors, "invalid zlib stream");
       ASSERT_CONTAINS(o.errors, "not written");
